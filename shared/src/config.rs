@@ -1,0 +1,330 @@
+//! One typed `Config`, read once per cold start from the environment and, for secret
+//! values, from an AWS Secrets Manager JSON secret named by `SETTLE_SECRET_ID` (cached
+//! with a TTL). A missing or malformed value fails start-up with one line naming it.
+
+use crate::ports::secrets::{SecretValues, SecretsError, SecretsSource};
+use crate::redact::Secret;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Which implementation of every port to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In-memory models: zero infrastructure (local stack default, unit tests).
+    Memory,
+    /// MongoDB, Redis, RabbitMQ and the AWS APIs.
+    Real,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {name} is required but not set")]
+    Missing { name: &'static str },
+    #[error("configuration: {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("configuration: secret {id}: {reason}")]
+    Secret { id: String, reason: String },
+}
+
+/// Settings that may hold credentials. Each is looked up first in the JSON secret (when
+/// `SETTLE_SECRET_ID` is set), then in the environment variable of the same name.
+pub const SECRET_KEYS: &[&str] = &[
+    "SETTLE_MONGODB_URI",
+    "SETTLE_REDIS_URL",
+    "SETTLE_AMQP_URL",
+    "SETTLE_JWT_KEY",
+    "SETTLE_WEBHOOK_MASTER_KEY",
+    "SETTLE_GATEWAY_WEBHOOK_SECRET",
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: Backend,
+    /// The Lambda function name (`AWS_LAMBDA_FUNCTION_NAME`), or the binary's name locally.
+    pub function_name: String,
+    pub mongodb_uri: Option<Secret>,
+    pub mongodb_database: String,
+    pub redis_url: Option<Secret>,
+    pub amqp_url: Option<Secret>,
+    pub events_exchange: String,
+    pub notify_queue: String,
+    pub bucket: String,
+    pub retry_queue_url: Option<String>,
+    pub extra_ca_file: Option<PathBuf>,
+    pub dependency_timeout: Duration,
+    pub http_addr: SocketAddr,
+    pub secret_id: Option<String>,
+    pub secrets_ttl: Duration,
+    pub jwt_key: Option<Secret>,
+    pub webhook_master_key: Option<Secret>,
+    pub gateway_webhook_secret: Option<Secret>,
+}
+
+/// Where configuration values come from: a lookup function (the process environment in
+/// production, a map in tests) plus the fetched secret values, if any.
+pub struct Sources<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub secrets: Option<&'a SecretValues>,
+}
+
+impl Sources<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    fn secret(&self, name: &'static str) -> Option<Secret> {
+        self.secrets
+            .and_then(|s| s.get(name).cloned())
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.env(name))
+            .map(Secret::new)
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.env(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string() }),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from `sources`, with `default_backend` when
+    /// `SETTLE_BACKEND` is unset (Lambdas: real; the local stack: memory).
+    pub fn load(sources: &Sources<'_>, default_backend: Backend) -> Result<Config, ConfigError> {
+        let backend = match sources.env("SETTLE_BACKEND").as_deref() {
+            None => default_backend,
+            Some("memory") => Backend::Memory,
+            Some("real") => Backend::Real,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "SETTLE_BACKEND",
+                    reason: format!("expected 'memory' or 'real', got '{other}'"),
+                })
+            }
+        };
+        let mongodb_uri = sources.secret("SETTLE_MONGODB_URI");
+        let redis_url = sources.secret("SETTLE_REDIS_URL");
+        let amqp_url = sources.secret("SETTLE_AMQP_URL");
+        if backend == Backend::Real {
+            for (name, value) in
+                [("SETTLE_MONGODB_URI", &mongodb_uri), ("SETTLE_REDIS_URL", &redis_url), ("SETTLE_AMQP_URL", &amqp_url)]
+            {
+                if value.is_none() {
+                    return Err(ConfigError::Missing { name });
+                }
+            }
+        }
+        check_scheme("SETTLE_MONGODB_URI", &mongodb_uri, &["mongodb://", "mongodb+srv://"])?;
+        check_scheme("SETTLE_REDIS_URL", &redis_url, &["redis://", "rediss://"])?;
+        check_scheme("SETTLE_AMQP_URL", &amqp_url, &["amqp://", "amqps://"])?;
+
+        let extra_ca_file = sources.env("SETTLE_EXTRA_CA_FILE").map(PathBuf::from);
+        if let Some(path) = &extra_ca_file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid {
+                    name: "SETTLE_EXTRA_CA_FILE",
+                    reason: format!("{} is not a readable file", path.display()),
+                });
+            }
+        }
+        let timeout_ms: u64 = sources.parse("SETTLE_DEPENDENCY_TIMEOUT_MS", 3000)?;
+        if !(50..=60_000).contains(&timeout_ms) {
+            return Err(ConfigError::Invalid {
+                name: "SETTLE_DEPENDENCY_TIMEOUT_MS",
+                reason: "must be between 50 and 60000".into(),
+            });
+        }
+        let name_setting = |name: &'static str, default: &str| -> Result<String, ConfigError> {
+            let value = sources.env(name).unwrap_or_else(|| default.to_string());
+            let ok = value.len() <= 255
+                && value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
+            if ok {
+                Ok(value)
+            } else {
+                Err(ConfigError::Invalid { name, reason: "use letters, digits and . - _ : / only".into() })
+            }
+        };
+        Ok(Config {
+            backend,
+            function_name: sources
+                .env("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| std::env::args().next().unwrap_or_default().rsplit('/').next().unwrap_or("settle").to_string()),
+            mongodb_uri,
+            mongodb_database: name_setting("SETTLE_MONGODB_DATABASE", "settle")?,
+            redis_url,
+            amqp_url,
+            events_exchange: name_setting("SETTLE_EVENTS_EXCHANGE", "settle.events")?,
+            notify_queue: name_setting("SETTLE_NOTIFY_QUEUE", "settle.notify")?,
+            bucket: name_setting("SETTLE_BUCKET", "settle-settlements")?,
+            retry_queue_url: sources.env("SETTLE_RETRY_QUEUE_URL"),
+            extra_ca_file,
+            dependency_timeout: Duration::from_millis(timeout_ms),
+            http_addr: sources.parse("SETTLE_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            secret_id: sources.env("SETTLE_SECRET_ID"),
+            secrets_ttl: Duration::from_secs(sources.parse("SETTLE_SECRETS_TTL_SECS", 300)?),
+            jwt_key: sources.secret("SETTLE_JWT_KEY"),
+            webhook_master_key: sources.secret("SETTLE_WEBHOOK_MASTER_KEY"),
+            gateway_webhook_secret: sources.secret("SETTLE_GATEWAY_WEBHOOK_SECRET"),
+        })
+    }
+
+    /// Every secret value this configuration holds, for scrubbing error text.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        [
+            &self.mongodb_uri,
+            &self.redis_url,
+            &self.amqp_url,
+            &self.jwt_key,
+            &self.webhook_master_key,
+            &self.gateway_webhook_secret,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+fn check_scheme(name: &'static str, value: &Option<Secret>, schemes: &[&str]) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if !schemes.iter().any(|s| v.expose().starts_with(s)) => Err(ConfigError::Invalid {
+            name,
+            // Never echo the value: it may carry a password.
+            reason: format!("must start with {}", schemes.join(" or ")),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A JSON secret fetched once and then served from memory until `ttl` has passed, so a
+/// rotated secret is picked up without a redeploy and a warm Lambda makes no extra calls.
+#[derive(Clone)]
+pub struct CachedSecrets {
+    source: SecretsSource,
+    id: String,
+    ttl: Duration,
+    cached: Arc<Mutex<Option<(Instant, Arc<SecretValues>)>>>,
+}
+
+impl CachedSecrets {
+    pub fn new(source: SecretsSource, id: &str, ttl: Duration) -> Self {
+        CachedSecrets { source, id: id.to_string(), ttl, cached: Arc::default() }
+    }
+
+    pub async fn get(&self) -> Result<Arc<SecretValues>, ConfigError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, values)) = cached.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(values.clone());
+            }
+        }
+        let values = Arc::new(self.source.get_json(&self.id).await.map_err(|e| ConfigError::Secret {
+            id: self.id.clone(),
+            reason: match e {
+                SecretsError::Malformed { reason, .. } => format!("not a JSON object of strings ({reason})"),
+                other => other.to_string(),
+            },
+        })?);
+        *cached = Some((Instant::now(), values.clone()));
+        Ok(values)
+    }
+}
+
+/// Loads the configuration of a function from the process environment, fetching the
+/// Secrets Manager secret first when `SETTLE_SECRET_ID` names one.
+pub async fn from_process_env(default_backend: Backend) -> Result<Config, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let secret_values = match env("SETTLE_SECRET_ID").filter(|v| !v.trim().is_empty()) {
+        None => None,
+        Some(id) => {
+            crate::tls::install_crypto_provider();
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
+            let ttl = Duration::from_secs(300);
+            Some(CachedSecrets::new(source, id.trim(), ttl).get().await?)
+        }
+    };
+    Config::load(&Sources { env: &env, secrets: secret_values.as_deref() }, default_backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)], secrets: Option<&SecretValues>, backend: Backend) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = move |name: &str| map.get(name).cloned();
+        Config::load(&Sources { env: &env, secrets }, backend)
+    }
+
+    const REAL: &[(&str, &str)] = &[
+        ("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017"),
+        ("SETTLE_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    ];
+
+    #[test]
+    fn memory_backend_needs_nothing() {
+        let c = load(&[], None, Backend::Memory).unwrap();
+        assert_eq!(c.backend, Backend::Memory);
+        assert_eq!(c.events_exchange, "settle.events");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn real_backend_names_the_missing_variable() {
+        let err = load(&REAL[..2], None, Backend::Real).unwrap_err();
+        assert_eq!(err, ConfigError::Missing { name: "SETTLE_AMQP_URL" });
+        assert_eq!(err.to_string(), "configuration: SETTLE_AMQP_URL is required but not set");
+    }
+
+    #[test]
+    fn malformed_values_are_named_without_echoing_secrets() {
+        let mut vars = REAL.to_vec();
+        vars[1] = ("SETTLE_REDIS_URL", "http://:s3cr3t@host");
+        let err = load(&vars, None, Backend::Real).unwrap_err().to_string();
+        assert!(err.contains("SETTLE_REDIS_URL") && !err.contains("s3cr3t"), "{err}");
+        let err = load(&[("SETTLE_HTTP_ADDR", "nope")], None, Backend::Memory).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "SETTLE_HTTP_ADDR", .. }));
+        let err = load(&[("SETTLE_BACKEND", "mongo")], None, Backend::Memory).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "SETTLE_BACKEND", .. }));
+    }
+
+    #[test]
+    fn secret_values_win_over_the_environment() {
+        let secrets: SecretValues =
+            [("SETTLE_JWT_KEY".to_string(), "from-secret".to_string())].into_iter().collect();
+        let mut vars = REAL.to_vec();
+        vars.push(("SETTLE_JWT_KEY", "from-env"));
+        let c = load(&vars, Some(&secrets), Backend::Real).unwrap();
+        assert_eq!(c.jwt_key.unwrap().expose(), "from-secret");
+        assert!(!format!("{:?}", load(REAL, None, Backend::Real).unwrap()).contains("guest:guest"));
+    }
+
+    #[tokio::test]
+    async fn cached_secrets_fetch_once_per_ttl() {
+        use crate::ports::secrets::MemorySecrets;
+        let memory = MemorySecrets::new();
+        memory.put("settle/dev", r#"{"SETTLE_JWT_KEY":"k"}"#);
+        let cache = CachedSecrets::new(SecretsSource::Memory(memory.clone()), "settle/dev", Duration::from_secs(60));
+        assert_eq!(cache.get().await.unwrap()["SETTLE_JWT_KEY"], "k");
+        cache.get().await.unwrap();
+        assert_eq!(memory.fetches(), 1);
+
+        let expired = CachedSecrets::new(SecretsSource::Memory(memory.clone()), "settle/dev", Duration::ZERO);
+        expired.get().await.unwrap();
+        expired.get().await.unwrap();
+        assert_eq!(memory.fetches(), 3);
+
+        memory.put("bad", r#"{"SETTLE_JWT_KEY": 12345678}"#);
+        let err = CachedSecrets::new(SecretsSource::Memory(memory), "bad", Duration::ZERO).get().await.unwrap_err();
+        assert!(!err.to_string().contains("12345678"), "{err}");
+    }
+}

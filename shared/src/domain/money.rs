@@ -1,0 +1,204 @@
+//! Money: an amount in a currency's minor units, never a float.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// An ISO 4217 currency Settle accepts, with its minor-unit exponent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency {
+    code: [u8; 3],
+    exponent: u8,
+}
+
+/// ISO 4217 codes with their exponents. Kept explicit: a currency the table does not
+/// know is rejected rather than guessed at, because a wrong exponent moves money by 100x.
+const CURRENCIES: &[(&str, u8)] = &[
+    ("AUD", 2), ("BHD", 3), ("BRL", 2), ("CAD", 2), ("CHF", 2), ("CLP", 0), ("CNY", 2),
+    ("CZK", 2), ("DKK", 2), ("EUR", 2), ("GBP", 2), ("HKD", 2), ("HUF", 2), ("IDR", 2),
+    ("ILS", 2), ("INR", 2), ("ISK", 0), ("JOD", 3), ("JPY", 0), ("KRW", 0), ("KWD", 3),
+    ("MXN", 2), ("MYR", 2), ("NOK", 2), ("NZD", 2), ("OMR", 3), ("PHP", 2), ("PLN", 2),
+    ("RON", 2), ("SAR", 2), ("SEK", 2), ("SGD", 2), ("THB", 2), ("TND", 3), ("TRY", 2),
+    ("TWD", 2), ("UGX", 0), ("USD", 2), ("VND", 0), ("XAF", 0), ("XOF", 0), ("ZAR", 2),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("unknown currency code (expected an ISO 4217 code such as USD)")]
+    UnknownCurrency,
+    #[error("amount must be a whole number of minor units between 1 and {max}")]
+    OutOfRange { max: i64 },
+    #[error("not a decimal amount")]
+    NotDecimal,
+    #[error("more decimal places than the currency has ({exponent})")]
+    TooPrecise { exponent: u8 },
+}
+
+impl Currency {
+    pub fn code(&self) -> &str {
+        // The constructor only admits ASCII codes from the table.
+        std::str::from_utf8(&self.code).unwrap_or("XXX")
+    }
+
+    /// Number of decimal places of the minor unit (2 for USD, 0 for JPY, 3 for KWD).
+    pub fn exponent(&self) -> u8 {
+        self.exponent
+    }
+}
+
+impl FromStr for Currency {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.to_ascii_uppercase();
+        CURRENCIES
+            .iter()
+            .find(|(code, _)| *code == upper)
+            .map(|(code, exponent)| {
+                let b = code.as_bytes();
+                Currency { code: [b[0], b[1], b[2]], exponent: *exponent }
+            })
+            .ok_or(MoneyError::UnknownCurrency)
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = MoneyError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.code().to_string()
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A positive amount in minor units. Bounded well below `i64::MAX` so that sums of many
+/// amounts cannot overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Amount(i64);
+
+impl Amount {
+    /// 10^15 minor units: far above any single payment, far below overflow when summed.
+    pub const MAX: i64 = 1_000_000_000_000_000;
+
+    pub fn new(minor_units: i64) -> Result<Self, MoneyError> {
+        if (1..=Self::MAX).contains(&minor_units) {
+            Ok(Amount(minor_units))
+        } else {
+            Err(MoneyError::OutOfRange { max: Self::MAX })
+        }
+    }
+
+    pub fn minor_units(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Amount {
+    type Error = MoneyError;
+    fn try_from(v: i64) -> Result<Self, Self::Error> {
+        Amount::new(v)
+    }
+}
+
+impl From<Amount> for i64 {
+    fn from(a: Amount) -> i64 {
+        a.0
+    }
+}
+
+/// Parses a decimal string ("12.34", "-0.5", "100") into signed minor units of `currency`,
+/// exactly: digits are shifted by the exponent, never passed through a float.
+pub fn parse_decimal_minor_units(text: &str, currency: Currency) -> Result<i64, MoneyError> {
+    let text = text.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (digits, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty()
+        || !all_digits(whole)
+        || !all_digits(fraction)
+        || (digits.contains('.') && fraction.is_empty())
+    {
+        return Err(MoneyError::NotDecimal);
+    }
+    let exponent = currency.exponent();
+    if fraction.len() > usize::from(exponent) {
+        return Err(MoneyError::TooPrecise { exponent });
+    }
+    let mut value: i64 = 0;
+    let padded = fraction.bytes().chain(std::iter::repeat(b'0')).take(usize::from(exponent));
+    for b in whole.bytes().chain(padded) {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(b - b'0')))
+            .filter(|v| *v <= Amount::MAX)
+            .ok_or(MoneyError::OutOfRange { max: Amount::MAX })?;
+    }
+    Ok(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(code: &str) -> Currency {
+        code.parse().unwrap()
+    }
+
+    #[test]
+    fn currencies_carry_their_exponent() {
+        assert_eq!(c("usd").exponent(), 2);
+        assert_eq!(c("JPY").exponent(), 0);
+        assert_eq!(c("KWD").exponent(), 3);
+        assert_eq!("XYZ".parse::<Currency>(), Err(MoneyError::UnknownCurrency));
+        assert_eq!(serde_json::to_string(&c("eur")).unwrap(), "\"EUR\"");
+    }
+
+    #[test]
+    fn decimals_convert_exactly_by_exponent() {
+        assert_eq!(parse_decimal_minor_units("12.34", c("USD")), Ok(1234));
+        assert_eq!(parse_decimal_minor_units("0.1", c("USD")), Ok(10));
+        assert_eq!(parse_decimal_minor_units("-5", c("USD")), Ok(-500));
+        assert_eq!(parse_decimal_minor_units("1500", c("JPY")), Ok(1500));
+        assert_eq!(parse_decimal_minor_units("1.234", c("KWD")), Ok(1234));
+        // 0.29 * 100 is 28.999999999999996 in binary floating point; this must be 29.
+        assert_eq!(parse_decimal_minor_units("0.29", c("USD")), Ok(29));
+    }
+
+    #[test]
+    fn bad_decimals_are_rejected() {
+        for bad in ["", ".", "1.", "1.2.3", "abc", "1e3", "12,30", "--1", " . "] {
+            assert_eq!(parse_decimal_minor_units(bad, c("USD")), Err(MoneyError::NotDecimal), "{bad:?}");
+        }
+        assert_eq!(parse_decimal_minor_units("1.5", c("JPY")), Err(MoneyError::TooPrecise { exponent: 0 }));
+        assert!(matches!(
+            parse_decimal_minor_units("99999999999999999999", c("USD")),
+            Err(MoneyError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn amounts_are_positive_and_bounded() {
+        assert!(Amount::new(0).is_err());
+        assert!(Amount::new(-1).is_err());
+        assert!(Amount::new(Amount::MAX + 1).is_err());
+        assert_eq!(Amount::new(1999).unwrap().minor_units(), 1999);
+        assert!(serde_json::from_str::<Amount>("-3").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Settle's shared library: the pure domain, configuration and secrets, telemetry,
+//! RFC 9457 problem documents, and the ports (with their in-memory and real adapters)
+//! through which the three functions reach MongoDB, Redis, RabbitMQ, S3, SQS and
+//! Secrets Manager.
+
+pub mod backends;
+pub mod config;
+pub mod domain;
+pub mod health;
+pub mod ports;
+pub mod problem;
+pub mod redact;
+pub mod telemetry;
+pub mod tls;
+
+pub use backends::Backends;
+pub use config::Config;

@@ -1,0 +1,93 @@
+//! Amazon SQS adapter of the delay queue.
+
+use super::{QueueError, QueuedMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::Client;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(sdk: &aws_config::SdkConfig, url: &str) -> Self {
+        SqsQueue { client: Client::new(sdk), url: url.to_string() }
+    }
+
+    /// Creates the queue if needed and returns an adapter for it (local stack and tests;
+    /// in AWS the template creates queues).
+    pub async fn ensure(sdk: &aws_config::SdkConfig, name: &str) -> Result<Self, QueueError> {
+        let client = Client::new(sdk);
+        let out = client.create_queue().queue_name(name).send().await.map_err(classify)?;
+        let url = out.queue_url().ok_or_else(|| QueueError::Other("CreateQueue returned no URL".into()))?;
+        Ok(SqsQueue { client, url: url.to_string() })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(super) async fn send(&self, body: &str, delay: Duration) -> Result<String, QueueError> {
+        let out = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(i32::try_from(delay.as_secs()).unwrap_or(900))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+
+    pub(super) async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<QueuedMessage>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            // SQS allows 1..=10 per call and long polls of at most 20 s.
+            .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| QueuedMessage {
+                message_id: m.message_id().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+                receipt: m.receipt_handle().unwrap_or_default().to_string(),
+                receive_count: m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+            })
+            .collect())
+    }
+
+    pub(super) async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), QueueError> {
+        self.client.get_queue_attributes().queue_url(&self.url).send().await.map_err(classify)?;
+        Ok(())
+    }
+}
+
+fn classify<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match super::super::aws_failure(&e) {
+        (true, text) => QueueError::Unavailable(text),
+        (false, text) => QueueError::Other(text),
+    }
+}
