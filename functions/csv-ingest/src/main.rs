@@ -1,1 +1,18 @@
-fn main() {}
+//! Lambda entry point of csv-ingest: wires config and clients, then serves S3 events.
+
+use aws_lambda_events::event::s3::S3Event;
+use lambda_runtime::{service_fn, LambdaEvent};
+use settle_csv_ingest::Ingestor;
+use settle_shared::config::{self, Backend};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    settle_shared::telemetry::init();
+    let config = config::from_process_env(Backend::Real).await?;
+    let ingestor = Ingestor::new(settle_shared::Backends::connect(&config).await?);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<S3Event>| {
+        let ingestor = ingestor.clone();
+        async move { ingestor.handle_s3_event(event.payload).await }
+    }))
+    .await
+}

@@ -1,1 +1,84 @@
-//! placeholder
+//! Settle's Payment API: one axum `Router`, served by `lambda_http` behind API Gateway
+//! (HTTP API, payload v2) and by `axum::serve` in the local stack.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use settle_shared::health::Status;
+use settle_shared::problem::Problem;
+use settle_shared::{telemetry, Backends, Config};
+use std::sync::Arc;
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Everything a handler needs, built once per cold start and shared by all requests.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub backends: Backends,
+}
+
+impl AppState {
+    pub fn new(config: Config, backends: Backends) -> Self {
+        AppState { config: Arc::new(config), backends }
+    }
+}
+
+/// The whole API. The same value goes to `lambda_http::run` and to `axum::serve`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(|| async { Problem::not_found() })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .layer(middleware::from_fn_with_state(state.clone(), trace_request))
+        .with_state(state)
+}
+
+/// Reports each dependency: 200 when all answer, 503 otherwise. Reasons are scrubbed of
+/// secrets before they get here.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let report = state.backends.health().await;
+    let status = if report.status == Status::Ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report)).into_response()
+}
+
+/// Runs the request in an invocation span (function, request id, cold start, correlation
+/// id) and returns both ids to the caller, so a client's bug report can name them.
+async fn trace_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<lambda_http::Context>()
+        .map(|c| c.request_id.clone())
+        .or_else(|| header_id(request.headers(), &REQUEST_ID))
+        .unwrap_or_else(|| uuid_like());
+    let correlation_id = header_id(request.headers(), &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+    let span = telemetry::invocation_span(&state.config.function_name, &request_id, &correlation_id);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| tracing::info!(%method, %path, status = response.status().as_u16(), "request"));
+    for (name, value) in [(REQUEST_ID, request_id), (CORRELATION_ID, correlation_id)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
+}
+
+/// A caller-supplied id, accepted only if short and made of safe characters (it goes into
+/// logs and response headers).
+fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    let ok = (1..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| value.to_string())
+}
+
+fn uuid_like() -> String {
+    settle_shared::domain::ids::EventId::generate().as_str().trim_start_matches("evt_").to_string()
+}

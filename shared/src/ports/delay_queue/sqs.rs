@@ -25,6 +25,22 @@ impl SqsQueue {
         Ok(SqsQueue { client, url: url.to_string() })
     }
 
+    /// The queue's ARN (what S3 notifications and IAM policies name).
+    pub async fn arn(&self) -> Result<String, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| QueueError::Other("queue has no QueueArn attribute".into()))
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

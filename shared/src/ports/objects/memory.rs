@@ -25,7 +25,7 @@ impl MemoryObjects {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn bucket(&self) -> &str {
+    pub fn bucket(&self) -> &str {
         &self.bucket
     }
 

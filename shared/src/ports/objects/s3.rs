@@ -25,7 +25,7 @@ impl S3Objects {
         &self.client
     }
 
-    pub(super) fn bucket(&self) -> &str {
+    pub fn bucket(&self) -> &str {
         &self.bucket
     }
 
@@ -37,6 +37,34 @@ impl S3Objects {
             Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// Sends `s3:ObjectCreated:*` notifications for keys under `prefix` to the SQS queue
+    /// `queue_arn` (the local stack's feed; in AWS the template wires S3 to Lambda).
+    pub async fn notify_queue_on_create(&self, queue_arn: &str, prefix: &str) -> Result<(), ObjectError> {
+        use aws_sdk_s3::types::{
+            Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+            QueueConfiguration, S3KeyFilter,
+        };
+        let rule = FilterRule::builder().name(FilterRuleName::Prefix).value(prefix).build();
+        let filter = NotificationConfigurationFilter::builder()
+            .key(S3KeyFilter::builder().filter_rules(rule).build())
+            .build();
+        let queue = QueueConfiguration::builder()
+            .queue_arn(queue_arn)
+            .events(Event::S3ObjectCreated)
+            .filter(filter)
+            .build()
+            .map_err(|e| ObjectError::Other(e.to_string()))?;
+        let config = NotificationConfiguration::builder().queue_configurations(queue).build();
+        self.client
+            .put_bucket_notification_configuration()
+            .bucket(&self.bucket)
+            .notification_configuration(config)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     pub(super) async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<ObjectMeta, ObjectError> {
