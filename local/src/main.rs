@@ -66,7 +66,9 @@ async fn up(real: bool, watch: PathBuf) -> anyhow::Result<()> {
     config.backend = backend;
     let stack = LocalStack::start(config, StackOptions { watch_dir: Some(watch), ..StackOptions::default() }).await?;
     match backend {
-        Backend::Memory => println!("settle: in-memory backends (zero infrastructure); --real or SETTLE_BACKEND=real for the real services"),
+        Backend::Memory => println!(
+            "settle: in-memory backends (zero infrastructure); --real or SETTLE_BACKEND=real for the real services"
+        ),
         Backend::Real => println!("settle: real services (MongoDB, Redis, RabbitMQ, S3/SQS)"),
     }
     for line in &stack.banner {

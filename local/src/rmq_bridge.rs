@@ -24,11 +24,8 @@ pub fn to_rmq_event(queue: &str, delivery: &Delivery) -> RabbitMqEvent {
             .to_string()
     });
     properties.body_size = delivery.body.len() as u64;
-    properties.headers = delivery
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::json!({ "bytes": v.as_bytes() })))
-        .collect();
+    properties.headers =
+        delivery.headers.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "bytes": v.as_bytes() }))).collect();
     let mut message = RabbitMqMessage::default();
     message.basic_properties = properties;
     message.data = Some(base64::engine::general_purpose::STANDARD.encode(&delivery.body));

@@ -39,12 +39,8 @@ pub fn created_event(bucket: &str, key: &str, meta: &ObjectMeta) -> S3Event {
 }
 
 /// Characters S3 escapes in event keys (everything but unreserved characters and `/`).
-const KEY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const KEY_ESCAPES: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Parses an S3 event from a notification body, filling the members emulators leave out
 /// (`userIdentity`, `requestParameters`), which the Lambda event type requires.

@@ -57,6 +57,13 @@ impl LocalStack {
     pub async fn start(config: Config, options: StackOptions) -> anyhow::Result<LocalStack> {
         let mut backends = Backends::connect(&config).await?;
         let mut banner = Vec::new();
+        if let ObjectStore::S3(s3) = &backends.objects {
+            // The template creates the bucket in AWS; locally the stack does, before the
+            // health check looks for it.
+            if let Err(e) = s3.ensure_bucket().await {
+                anyhow::bail!("cannot start on the real services: s3 unreachable: {e}");
+            }
+        }
         if config.backend == Backend::Real {
             let problems = backends.health().await.problems();
             if !problems.is_empty() {
@@ -71,7 +78,6 @@ impl LocalStack {
         let ingestor_backends = backends.clone();
         match (&backends.objects, &backends.sdk) {
             (ObjectStore::S3(s3), Some(sdk)) => {
-                s3.ensure_bucket().await?;
                 let queue = SqsQueue::ensure(sdk, &options.s3_events_queue).await?;
                 s3.notify_queue_on_create(&queue.arn().await?, INCOMING_PREFIX).await?;
                 banner.push(format!(
@@ -82,16 +88,25 @@ impl LocalStack {
                 if config.retry_queue_url.is_none() {
                     backends.retry_queue = Some(DelayQueue::Sqs(SqsQueue::ensure(sdk, &options.retry_queue).await?));
                 }
-                let feed = s3_feed::run_from_queue(Ingestor::new(ingestor_backends), DelayQueue::Sqs(queue), observations.clone());
+                let feed = s3_feed::run_from_queue(
+                    Ingestor::new(ingestor_backends),
+                    DelayQueue::Sqs(queue),
+                    observations.clone(),
+                );
                 tasks.push(tokio::spawn(feed));
             }
             (ObjectStore::Memory(memory), _) => {
-                let feed = s3_feed::run_from_memory(Ingestor::new(ingestor_backends), memory.clone(), observations.clone());
+                let feed =
+                    s3_feed::run_from_memory(Ingestor::new(ingestor_backends), memory.clone(), observations.clone());
                 tasks.push(tokio::spawn(feed));
                 match &options.watch_dir {
                     Some(dir) => {
                         tokio::fs::create_dir_all(dir).await?;
-                        banner.push(format!("csv-ingest   files dropped in {} (in-memory bucket {})", dir.display(), memory.bucket()));
+                        banner.push(format!(
+                            "csv-ingest   files dropped in {} (in-memory bucket {})",
+                            dir.display(),
+                            memory.bucket()
+                        ));
                         tasks.push(tokio::spawn(s3_feed::watch_folder(dir.clone(), backends.objects.clone())));
                     }
                     None => banner.push(format!("csv-ingest   in-memory bucket {}", memory.bucket())),

@@ -116,7 +116,10 @@ impl Backends {
             Backend::Memory => "memory",
             Backend::Real => "real",
         };
-        HealthReport::new(backend, [Some(documents), Some(kv), Some(bus), Some(objects), queue].into_iter().flatten().collect())
+        HealthReport::new(
+            backend,
+            [Some(documents), Some(kv), Some(bus), Some(objects), queue].into_iter().flatten().collect(),
+        )
     }
 
     async fn check<E: std::fmt::Display>(

@@ -143,8 +143,7 @@ impl Config {
         }
         let name_setting = |name: &'static str, default: &str| -> Result<String, ConfigError> {
             let value = sources.env(name).unwrap_or_else(|| default.to_string());
-            let ok = value.len() <= 255
-                && value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
+            let ok = value.len() <= 255 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b));
             if ok {
                 Ok(value)
             } else {
@@ -153,9 +152,9 @@ impl Config {
         };
         Ok(Config {
             backend,
-            function_name: sources
-                .env("AWS_LAMBDA_FUNCTION_NAME")
-                .unwrap_or_else(|| std::env::args().next().unwrap_or_default().rsplit('/').next().unwrap_or("settle").to_string()),
+            function_name: sources.env("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| {
+                std::env::args().next().unwrap_or_default().rsplit('/').next().unwrap_or("settle").to_string()
+            }),
             mongodb_uri,
             mongodb_database: name_setting("SETTLE_MONGODB_DATABASE", "settle")?,
             redis_url,
@@ -202,6 +201,9 @@ fn check_scheme(name: &'static str, value: &Option<Secret>, schemes: &[&str]) ->
     }
 }
 
+/// When the secret was fetched, and its values.
+type Fetched = (Instant, Arc<SecretValues>);
+
 /// A JSON secret fetched once and then served from memory until `ttl` has passed, so a
 /// rotated secret is picked up without a redeploy and a warm Lambda makes no extra calls.
 #[derive(Clone)]
@@ -209,7 +211,7 @@ pub struct CachedSecrets {
     source: SecretsSource,
     id: String,
     ttl: Duration,
-    cached: Arc<Mutex<Option<(Instant, Arc<SecretValues>)>>>,
+    cached: Arc<Mutex<Option<Fetched>>>,
 }
 
 impl CachedSecrets {
@@ -299,8 +301,7 @@ mod tests {
 
     #[test]
     fn secret_values_win_over_the_environment() {
-        let secrets: SecretValues =
-            [("SETTLE_JWT_KEY".to_string(), "from-secret".to_string())].into_iter().collect();
+        let secrets: SecretValues = [("SETTLE_JWT_KEY".to_string(), "from-secret".to_string())].into_iter().collect();
         let mut vars = REAL.to_vec();
         vars.push(("SETTLE_JWT_KEY", "from-env"));
         let c = load(&vars, Some(&secrets), Backend::Real).unwrap();

@@ -72,8 +72,7 @@ impl Problem {
     }
 
     pub fn not_found() -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "not_found", "Not Found")
-            .with_detail("no resource at this path")
+        Problem::new(StatusCode::NOT_FOUND, "not_found", "Not Found").with_detail("no resource at this path")
     }
 
     pub fn method_not_allowed() -> Self {

@@ -18,8 +18,8 @@ pub fn install_crypto_provider() {
 
 /// Reads the extra CA bundle (PEM). Errors name the file, never its content.
 pub fn read_extra_ca(path: &Path) -> anyhow::Result<String> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("SETTLE_EXTRA_CA_FILE {}: {e}", path.display()))?;
+    let pem =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("SETTLE_EXTRA_CA_FILE {}: {e}", path.display()))?;
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         anyhow::bail!("SETTLE_EXTRA_CA_FILE {}: no PEM certificate in the file", path.display());
     }

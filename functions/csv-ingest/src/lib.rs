@@ -135,7 +135,10 @@ mod tests {
         let mut event = fixture();
         event.records[0].s3.bucket.name = Some(config.bucket.clone());
         let report = ingestor.handle_s3_event(event.clone()).await.unwrap();
-        assert_eq!(report.outcomes, vec![ObjectOutcome::Missing { key: "settlements/incoming/gateway 2026-11-27.csv".into() }]);
+        assert_eq!(
+            report.outcomes,
+            vec![ObjectOutcome::Missing { key: "settlements/incoming/gateway 2026-11-27.csv".into() }]
+        );
 
         let meta = backends
             .objects
@@ -151,6 +154,8 @@ mod tests {
 
         event.records[0].s3.object.key = Some("elsewhere/a.csv".into());
         let report = ingestor.handle_s3_event(event).await.unwrap();
-        assert!(matches!(&report.outcomes[0], ObjectOutcome::Ignored { reason, .. } if reason.contains(INCOMING_PREFIX)));
+        assert!(
+            matches!(&report.outcomes[0], ObjectOutcome::Ignored { reason, .. } if reason.contains(INCOMING_PREFIX))
+        );
     }
 }

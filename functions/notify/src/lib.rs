@@ -79,11 +79,9 @@ pub fn handle_message(message: &RabbitMqMessage) -> MessageOutcome {
         Err(e) => return MessageOutcome::Malformed { reason: format!("data is not base64: {e}") },
     };
     match CloudEvent::from_json(&body) {
-        Ok(event) => MessageOutcome::Accepted {
-            event_id: event.id,
-            event_type: event.event_type,
-            merchant_id: event.merchantid,
-        },
+        Ok(event) => {
+            MessageOutcome::Accepted { event_id: event.id, event_type: event.event_type, merchant_id: event.merchantid }
+        }
         Err(e) => MessageOutcome::Malformed { reason: e.to_string() },
     }
 }
@@ -110,13 +108,17 @@ mod tests {
         let notifier = Notifier::new(Backends::memory(&test_config()));
         let report = notifier.handle_batch(event_from_fixture("%%% not base64")).await.unwrap();
         assert_eq!(report.outcomes.len(), 2);
-        assert!(matches!(&report.outcomes[0].1, MessageOutcome::Accepted { event_type, .. } if event_type == "payment.succeeded"));
+        assert!(
+            matches!(&report.outcomes[0].1, MessageOutcome::Accepted { event_type, .. } if event_type == "payment.succeeded")
+        );
         assert!(matches!(&report.outcomes[1].1, MessageOutcome::Malformed { reason } if reason.contains("base64")));
 
         let not_an_event = base64::engine::general_purpose::STANDARD.encode(b"{\"hello\":1}");
         let report = notifier.handle_batch(event_from_fixture(&not_an_event)).await.unwrap();
         assert_eq!(report.accepted(), 1);
-        assert!(matches!(&report.outcomes[1].1, MessageOutcome::Malformed { reason } if reason.contains("CloudEvents")));
+        assert!(
+            matches!(&report.outcomes[1].1, MessageOutcome::Malformed { reason } if reason.contains("CloudEvents"))
+        );
     }
 
     fn test_config() -> settle_shared::Config {

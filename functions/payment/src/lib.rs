@@ -55,7 +55,7 @@ async fn trace_request(State(state): State<AppState>, request: Request, next: Ne
         .get::<lambda_http::Context>()
         .map(|c| c.request_id.clone())
         .or_else(|| header_id(request.headers(), &REQUEST_ID))
-        .unwrap_or_else(|| uuid_like());
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let correlation_id = header_id(request.headers(), &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
     let span = telemetry::invocation_span(&state.config.function_name, &request_id, &correlation_id);
     let method = request.method().clone();
@@ -74,11 +74,61 @@ async fn trace_request(State(state): State<AppState>, request: Request, next: Ne
 /// logs and response headers).
 fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let value = headers.get(name)?.to_str().ok()?;
-    let ok = (1..=128).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    let ok =
+        (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| value.to_string())
 }
 
-fn uuid_like() -> String {
-    settle_shared::domain::ids::EventId::generate().as_str().trim_start_matches("evt_").to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use settle_shared::config::{Backend, Sources};
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let env = |_: &str| None;
+        let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Memory).unwrap();
+        let backends = Backends::memory(&config);
+        router(AppState::new(config, backends))
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_every_dependency() {
+        let (status, headers, body) = call(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["backend"], "memory");
+        let names: Vec<&str> =
+            body["dependencies"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["mongodb", "redis", "rabbitmq", "s3", "sqs"]);
+        assert!(headers.contains_key(&REQUEST_ID));
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_answer_problem_json_and_ids_are_echoed() {
+        let request = Request::get("/nope").header(&CORRELATION_ID, "corr-42").body(Body::empty()).unwrap();
+        let (status, headers, body) = call(request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(body["status"], 404);
+        assert_eq!(headers[&CORRELATION_ID], "corr-42");
+
+        let request =
+            Request::delete("/healthz").header(&CORRELATION_ID, "bad id with spaces").body(Body::empty()).unwrap();
+        let (status, headers, body) = call(request).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["type"], "https://settle.dev/problems/method_not_allowed");
+        // An unsafe caller id is replaced by the request id, never echoed.
+        assert_eq!(headers[&CORRELATION_ID], headers[&REQUEST_ID]);
+    }
 }

@@ -63,8 +63,7 @@ impl CloudEvent {
     /// Parses and checks the required attributes, so that a malformed message is
     /// recognised as such (and dead-lettered) rather than half-processed.
     pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
-        let event: CloudEvent =
-            serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let event: CloudEvent = serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
         if event.specversion != "1.0" {
             return Err(EventError::UnsupportedVersion(event.specversion));
         }
@@ -94,9 +93,11 @@ mod tests {
         assert_eq!(parsed, event);
         assert!(event.id.starts_with("evt_"));
 
-        let wrong_version = br#"{"specversion":"0.3","id":"1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","data":{}}"#;
+        let wrong_version =
+            br#"{"specversion":"0.3","id":"1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","data":{}}"#;
         assert_eq!(CloudEvent::from_json(wrong_version), Err(EventError::UnsupportedVersion("0.3".into())));
-        let empty_type = br#"{"specversion":"1.0","id":"1","source":"s","type":" ","time":"2026-01-01T00:00:00Z","data":{}}"#;
+        let empty_type =
+            br#"{"specversion":"1.0","id":"1","source":"s","type":" ","time":"2026-01-01T00:00:00Z","data":{}}"#;
         assert_eq!(CloudEvent::from_json(empty_type), Err(EventError::EmptyAttribute("type")));
         assert!(matches!(CloudEvent::from_json(b"not json"), Err(EventError::NotJson(_))));
     }

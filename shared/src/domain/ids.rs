@@ -94,8 +94,8 @@ pub struct MerchantIdError;
 impl MerchantId {
     pub fn parse(text: &str) -> Result<Self, MerchantIdError> {
         let rest = text.strip_prefix("m_").ok_or(MerchantIdError)?;
-        let ok = (1..=64).contains(&rest.len())
-            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok =
+            (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(MerchantId(text.to_string()))
         } else {
@@ -141,8 +141,14 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "pay_", "re_0123456789abcdef0123456789abcdef", "pay_0123456789ABCDEF0123456789abcdef",
-                    "pay_{\"$gt\":\"\"}", "pay_0123456789abcdef0123456789abcdef0"] {
+        for bad in [
+            "",
+            "pay_",
+            "re_0123456789abcdef0123456789abcdef",
+            "pay_0123456789ABCDEF0123456789abcdef",
+            "pay_{\"$gt\":\"\"}",
+            "pay_0123456789abcdef0123456789abcdef0",
+        ] {
             assert!(PaymentId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(serde_json::from_str::<PaymentId>("{\"$gt\":\"\"}").is_err());

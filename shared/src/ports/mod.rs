@@ -18,13 +18,25 @@ use std::time::Duration;
 pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether an AWS SDK failure means "unreachable" (dispatch failure or timeout: retry
-/// later) and its full text, cause chain included.
+/// later), and a one-line description: the service's error code and message for a
+/// service error, the cause chain otherwise (never the raw response).
 pub(crate) fn aws_failure<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> (bool, String)
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
     use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-    let unreachable = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
-    (unreachable, DisplayErrorContext(e).to_string())
+    match e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let code = err.code().unwrap_or("service error");
+            let text = match err.message() {
+                Some(message) => format!("{code}: {message}"),
+                None => code.to_string(),
+            };
+            (false, text)
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (true, DisplayErrorContext(e).to_string()),
+        _ => (false, DisplayErrorContext(e).to_string()),
+    }
 }

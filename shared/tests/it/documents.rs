@@ -63,13 +63,8 @@ async fn queries_filter_sort_and_limit(store: DocumentStore) {
         .filter(Cond::new("created", Op::Gt, 10))
         .sort("created", Order::Desc)
         .limit(5);
-    let ids: Vec<String> = store
-        .find("payments", &query)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d["_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        store.find("payments", &query).await.unwrap().iter().map(|d| d["_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["p5", "p4"]);
 
     let page = store.find("payments", &Query::new().sort("created", Order::Asc).limit(2)).await.unwrap();
@@ -117,7 +112,12 @@ async fn transactions_commit_whole_or_not_at_all(store: DocumentStore) {
     // A duplicate insert also rolls back the writes before it.
     store.insert("outbox", doc(json!({"_id": "dup"}))).await.unwrap();
     let duplicate = vec![
-        Write::Update { collection: "payments".into(), id: "p".into(), conds: vec![], set: doc(json!({"refunded": 9})) },
+        Write::Update {
+            collection: "payments".into(),
+            id: "p".into(),
+            conds: vec![],
+            set: doc(json!({"refunded": 9})),
+        },
         Write::Insert { collection: "outbox".into(), doc: doc(json!({"_id": "dup"})) },
     ];
     assert!(matches!(store.transaction(duplicate).await, Err(StoreError::Duplicate { .. })));

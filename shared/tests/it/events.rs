@@ -126,9 +126,15 @@ async fn real_negative_confirms_surface_as_nacked() {
     let full = helpers::unique("it.full");
     let options = QueueDeclareOptions { auto_delete: true, ..Default::default() };
     ch.queue_declare(full.as_str().into(), options, args).await.unwrap();
-    ch.queue_bind(full.as_str().into(), b.topology.exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_bind(
+        full.as_str().into(),
+        b.topology.exchange.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     // Act / Assert: the first fits, the second is refused by the broker.
     b.bus.publish(&b.topology.exchange, &message("x", "e1")).await.unwrap();
     let refused = b.bus.publish(&b.topology.exchange, &message("x", "e2")).await;
@@ -137,7 +143,8 @@ async fn real_negative_confirms_surface_as_nacked() {
 
 #[tokio::test]
 async fn unreachable_broker_is_reported_as_unavailable() {
-    let bus = EventBus::RabbitMq(RabbitBus::new("amqp://guest:guest@127.0.0.1:1/%2f", None, Duration::from_millis(500)));
+    let bus =
+        EventBus::RabbitMq(RabbitBus::new("amqp://guest:guest@127.0.0.1:1/%2f", None, Duration::from_millis(500)));
     let err = bus.publish("settle.events", &message("x", "e")).await.unwrap_err();
     assert!(matches!(err, BusError::Unavailable(_)), "{err:?}");
 }

@@ -44,7 +44,18 @@ async fn redis_over_tls_with_a_private_ca() {
 
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--tls-cert-file")
         .arg(&cert_path)
         .arg("--tls-key-file")

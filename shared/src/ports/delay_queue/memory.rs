@@ -75,7 +75,12 @@ impl MemoryQueue {
                 m.receipt = Some(receipt.clone());
                 m.receive_count += 1;
                 m.visible_at = now + self.visibility_timeout;
-                QueuedMessage { message_id: m.id.clone(), body: m.body.clone(), receipt, receive_count: m.receive_count }
+                QueuedMessage {
+                    message_id: m.id.clone(),
+                    body: m.body.clone(),
+                    receipt,
+                    receive_count: m.receive_count,
+                }
             })
             .collect()
     }

@@ -54,14 +54,17 @@ impl MemoryDocuments {
     pub(super) fn find(&self, collection: &str, query: &Query) -> Vec<Document> {
         let state = self.lock();
         let Some(docs) = state.collections.get(collection) else { return Vec::new() };
-        let mut hits: Vec<&Document> =
-            docs.values().filter(|d| query.conds.iter().all(|c| matches(d, c))).collect();
+        let mut hits: Vec<&Document> = docs.values().filter(|d| query.conds.iter().all(|c| matches(d, c))).collect();
         if let Some((field, order)) = &query.sort {
             hits.sort_by(|a, b| {
                 let by_field = compare_values(a.get(field), b.get(field));
                 let by_id = compare_values(a.get("_id"), b.get("_id"));
                 let ord = by_field.then(by_id);
-                if *order == Order::Desc { ord.reverse() } else { ord }
+                if *order == Order::Desc {
+                    ord.reverse()
+                } else {
+                    ord
+                }
             });
         }
         let limit = query.limit.map_or(usize::MAX, |l| l as usize);

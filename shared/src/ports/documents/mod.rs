@@ -234,7 +234,5 @@ impl DocumentStore {
 
 /// The `_id` of a document, which must be a string.
 fn doc_id(doc: &Document) -> Result<&str, StoreError> {
-    doc.get("_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| StoreError::Other("document has no string _id".to_string()))
+    doc.get("_id").and_then(Value::as_str).ok_or_else(|| StoreError::Other("document has no string _id".to_string()))
 }

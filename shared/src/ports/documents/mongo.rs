@@ -115,11 +115,7 @@ impl MongoDocuments {
         session.commit_transaction().await.map_err(classify)
     }
 
-    async fn write_one(
-        &self,
-        write: &Write,
-        session: Option<&mut mongodb::ClientSession>,
-    ) -> Result<(), StoreError> {
+    async fn write_one(&self, write: &Write, session: Option<&mut mongodb::ClientSession>) -> Result<(), StoreError> {
         match write {
             Write::Insert { collection, doc } => {
                 doc_id(doc)?;

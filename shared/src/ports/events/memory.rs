@@ -79,7 +79,11 @@ impl MemoryBus {
             state.nacks_pending -= 1;
             return Err(BusError::Nacked);
         }
-        route(&mut state, exchange, Stored { exchange: exchange.to_string(), message: message.clone(), redelivered: false });
+        route(
+            &mut state,
+            exchange,
+            Stored { exchange: exchange.to_string(), message: message.clone(), redelivered: false },
+        );
         Ok(())
     }
 

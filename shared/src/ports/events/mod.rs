@@ -106,7 +106,7 @@ impl Delivery {
 /// A stream of deliveries from one queue.
 pub enum Subscription {
     Memory(memory::MemorySubscription),
-    RabbitMq(rabbitmq::RabbitSubscription),
+    RabbitMq(Box<rabbitmq::RabbitSubscription>),
 }
 
 impl Subscription {
@@ -149,7 +149,7 @@ impl EventBus {
     pub async fn subscribe(&self, queue: &str, prefetch: u16) -> Result<Subscription, BusError> {
         match self {
             EventBus::Memory(m) => m.subscribe(queue).map(Subscription::Memory),
-            EventBus::RabbitMq(r) => r.subscribe(queue, prefetch).await.map(Subscription::RabbitMq),
+            EventBus::RabbitMq(r) => r.subscribe(queue, prefetch).await.map(|s| Subscription::RabbitMq(Box::new(s))),
         }
     }
 

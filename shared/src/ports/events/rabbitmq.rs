@@ -91,9 +91,14 @@ impl RabbitBus {
         ch.exchange_declare(t.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
             .await
             .map_err(classify)?;
-        ch.exchange_declare(t.dead_letter_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-            .await
-            .map_err(classify)?;
+        ch.exchange_declare(
+            t.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(classify)?;
         let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
         ch.queue_declare(t.dead_letter_queue.as_str().into(), durable_queue, FieldTable::default())
             .await
@@ -220,7 +225,6 @@ fn header_text(v: &AMQPValue) -> Option<String> {
         _ => None,
     }
 }
-
 
 pub(super) fn classify(e: lapin::Error) -> BusError {
     let text = e.to_string();

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 #[derive(Clone)]
 pub struct RedisKv {
-    client: Client,
+    client: Arc<Client>,
     timeout: Duration,
     /// Connected on first use, so a cold start with Redis down still serves what does not
     /// need it; the manager then reconnects by itself.
@@ -62,7 +62,7 @@ impl RedisKv {
             _ => Client::open(url),
         }
         .map_err(|e| KvError::Other(format!("invalid Redis URL ({:?})", e.kind())))?;
-        Ok(RedisKv { client, timeout, conn: Arc::new(OnceCell::new()) })
+        Ok(RedisKv { client: Arc::new(client), timeout, conn: Arc::new(OnceCell::new()) })
     }
 
     async fn conn(&self) -> Result<ConnectionManager, KvError> {
@@ -75,7 +75,7 @@ impl RedisKv {
                     // One quick retry, then report: the caller decides fail-open or closed.
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(200));
-                ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(classify)
+                ConnectionManager::new_with_config(Client::clone(&self.client), config).await.map_err(classify)
             })
             .await?;
         Ok(conn.clone())

@@ -8,10 +8,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
+/// Key → body and metadata.
+type Objects = HashMap<String, (Arc<Vec<u8>>, ObjectMeta)>;
+
 #[derive(Clone)]
 pub struct MemoryObjects {
     bucket: String,
-    objects: Arc<Mutex<HashMap<String, (Arc<Vec<u8>>, ObjectMeta)>>>,
+    objects: Arc<Mutex<Objects>>,
     created: broadcast::Sender<(String, ObjectMeta)>,
 }
 
@@ -21,7 +24,7 @@ impl MemoryObjects {
         MemoryObjects { bucket: bucket.to_string(), objects: Arc::default(), created }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (Arc<Vec<u8>>, ObjectMeta)>> {
+    fn lock(&self) -> MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 

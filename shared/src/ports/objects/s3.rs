@@ -47,9 +47,8 @@ impl S3Objects {
             QueueConfiguration, S3KeyFilter,
         };
         let rule = FilterRule::builder().name(FilterRuleName::Prefix).value(prefix).build();
-        let filter = NotificationConfigurationFilter::builder()
-            .key(S3KeyFilter::builder().filter_rules(rule).build())
-            .build();
+        let filter =
+            NotificationConfigurationFilter::builder().key(S3KeyFilter::builder().filter_rules(rule).build()).build();
         let queue = QueueConfiguration::builder()
             .queue_arn(queue_arn)
             .events(Event::S3ObjectCreated)
@@ -118,7 +117,7 @@ fn clean_etag(etag: Option<&str>) -> String {
 
 fn classify<E, R>(e: SdkError<E, R>) -> ObjectError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
     match super::super::aws_failure(&e) {

@@ -1,0 +1,101 @@
+//! Every sample event in `events/` parses into the type its function receives,
+//! round-trips through JSON, and runs through its handler on the real services.
+
+use crate::stack::config;
+use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::event::rabbitmq::RabbitMqEvent;
+use aws_lambda_events::event::s3::S3Event;
+use http_body_util::BodyExt;
+use settle_csv_ingest::{Ingestor, ObjectOutcome};
+use settle_notify::{MessageOutcome, Notifier};
+use settle_shared::config::Backend;
+use settle_shared::ports::objects::ObjectStore;
+use settle_shared::Backends;
+use std::path::{Path, PathBuf};
+use tower::ServiceExt;
+
+fn samples(function: &str) -> Vec<(PathBuf, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(function);
+    let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no sample events in {}", dir.display());
+    files
+}
+
+/// Parses `text` as `T` and checks that serialising and parsing again changes nothing.
+fn parse_round_trip<T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug>(
+    path: &Path,
+    text: &str,
+) -> T {
+    let parsed: T = serde_json::from_str(text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let again: T = serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
+    assert_eq!(again, parsed, "{} does not round-trip", path.display());
+    parsed
+}
+
+async fn real_backends(bucket: &str) -> Backends {
+    let config = config(Backend::Real, &[("SETTLE_BUCKET", bucket.to_string())]);
+    let backends = Backends::connect(&config).await.unwrap();
+    if let ObjectStore::S3(s3) = &backends.objects {
+        s3.ensure_bucket().await.unwrap();
+    }
+    backends.bus.declare(&backends.topology).await.unwrap();
+    backends
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_samples_run_through_the_router_as_lambda_http_would() {
+    let backends = real_backends("settle-settlements").await;
+    let app = settle_payment::router(settle_payment::AppState::new(config(Backend::Real, &[]), backends));
+    for (path, text) in samples("payment") {
+        let request: ApiGatewayV2httpRequest = parse_round_trip(&path, &text);
+        let expected_path = request.raw_path.clone().unwrap_or_default();
+        let http_request: http::Request<lambda_http::Body> =
+            lambda_http::request::LambdaRequest::ApiGatewayV2(request).into();
+        assert_eq!(http_request.uri().path(), expected_path);
+        let response = app.clone().oneshot(http_request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(status.is_success(), "{}: {status} {}", path.display(), String::from_utf8_lossy(&body));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_samples_are_accepted_by_the_notifier() {
+    let notifier = Notifier::new(real_backends(&crate::stack::unique("it-bucket")).await);
+    for (path, text) in samples("notify") {
+        let event: RabbitMqEvent = parse_round_trip(&path, &text);
+        let report = notifier.handle_batch(event).await.unwrap();
+        assert!(!report.outcomes.is_empty(), "{}", path.display());
+        for (_, outcome) in &report.outcomes {
+            assert!(matches!(outcome, MessageOutcome::Accepted { .. }), "{}: {outcome:?}", path.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_ingest_samples_reach_their_object() {
+    // The samples name the default bucket, so that they also work with `cargo lambda invoke`.
+    let backends = real_backends("settle-settlements").await;
+    let ingestor = Ingestor::new(backends.clone());
+    for (path, text) in samples("csv-ingest") {
+        let event: S3Event = parse_round_trip(&path, &text);
+        let key = settle_csv_ingest::object_key(&event.records[0]);
+        backends.objects.put(&key, b"settlement_id\n".to_vec(), "text/csv").await.unwrap();
+        let report = ingestor.handle_s3_event(event).await.unwrap();
+        assert!(
+            matches!(&report.outcomes[0], ObjectOutcome::Received { key: k, .. } if *k == key),
+            "{}: {:?}",
+            path.display(),
+            report.outcomes
+        );
+    }
+}
