@@ -248,7 +248,8 @@ pub async fn from_process_env(default_backend: Backend) -> Result<Config, Config
             crate::tls::install_crypto_provider();
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
-            let ttl = Duration::from_secs(300);
+            let no_secrets = Sources { env: &env, secrets: None };
+            let ttl = Duration::from_secs(no_secrets.parse("SETTLE_SECRETS_TTL_SECS", 300)?);
             Some(CachedSecrets::new(source, id.trim(), ttl).get().await?)
         }
     };
