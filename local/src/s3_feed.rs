@@ -35,24 +35,46 @@ pub fn created_event(bucket: &str, key: &str, meta: &ObjectMeta) -> S3Event {
             }
         }]
     });
-    normalise(json).unwrap_or_default()
+    match normalise(json) {
+        Notification::Event(event) => event,
+        // The JSON above is a well-formed record; this arm is unreachable in practice.
+        _ => S3Event::default(),
+    }
 }
 
 /// Characters S3 escapes in event keys (everything but unreserved characters and `/`).
 const KEY_ESCAPES: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-/// Parses an S3 event from a notification body, filling the members emulators leave out
+/// What a notification body turned out to be.
+#[derive(Debug)]
+pub enum Notification {
+    Event(S3Event),
+    /// `s3:TestEvent`, sent once when the notification is configured.
+    Test,
+    /// Not an S3 event: the reason, for the log (the message is kept for a look).
+    Unreadable(String),
+}
+
+/// Parses a notification body, filling the members emulators leave out
 /// (`userIdentity`, `requestParameters`), which the Lambda event type requires.
-/// `None` for `s3:TestEvent` and anything that is not an S3 event.
-pub fn normalise(mut json: serde_json::Value) -> Option<S3Event> {
-    let records = json.get_mut("Records")?.as_array_mut()?;
-    for record in records.iter_mut() {
-        let record = record.as_object_mut()?;
-        record.entry("userIdentity").or_insert_with(|| serde_json::json!({}));
-        record.entry("requestParameters").or_insert_with(|| serde_json::json!({}));
+pub fn normalise(mut json: serde_json::Value) -> Notification {
+    if json.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        return Notification::Test;
     }
-    serde_json::from_value(json).ok()
+    let Some(records) = json.get_mut("Records").and_then(|r| r.as_array_mut()) else {
+        return Notification::Unreadable("no Records array".into());
+    };
+    for record in records.iter_mut() {
+        if let Some(record) = record.as_object_mut() {
+            record.entry("userIdentity").or_insert_with(|| serde_json::json!({}));
+            record.entry("requestParameters").or_insert_with(|| serde_json::json!({}));
+        }
+    }
+    match serde_json::from_value(json) {
+        Ok(event) => Notification::Event(event),
+        Err(e) => Notification::Unreadable(e.to_string()),
+    }
 }
 
 async fn handle(ingestor: &Ingestor, event: S3Event, observations: &broadcast::Sender<Observation>) -> bool {
@@ -80,11 +102,18 @@ pub async fn run_from_queue(ingestor: Ingestor, queue: DelayQueue, observations:
             }
         };
         for message in messages {
-            let parsed = serde_json::from_str(&message.body).ok().and_then(normalise);
+            let parsed = match serde_json::from_str(&message.body) {
+                Ok(json) => normalise(json),
+                Err(e) => Notification::Unreadable(e.to_string()),
+            };
             let done = match parsed {
-                // s3:TestEvent (sent when the notification is set up) and foreign messages.
-                None => true,
-                Some(event) => handle(&ingestor, event, &observations).await,
+                Notification::Test => true,
+                Notification::Event(event) => handle(&ingestor, event, &observations).await,
+                Notification::Unreadable(reason) => {
+                    // Kept in the queue (and so in its DLQ after the retries) for a look.
+                    tracing::warn!(%reason, message_id = %message.message_id, "unreadable S3 notification");
+                    false
+                }
             };
             if done {
                 queue.delete(&message.receipt).await.ok();
@@ -93,9 +122,14 @@ pub async fn run_from_queue(ingestor: Ingestor, queue: DelayQueue, observations:
     }
 }
 
-/// Memory backend: the in-memory bucket's notifications.
-pub async fn run_from_memory(ingestor: Ingestor, bucket: MemoryObjects, observations: broadcast::Sender<Observation>) {
-    let mut created = bucket.subscribe_created();
+/// Memory backend: the in-memory bucket's notifications. `created` must be subscribed
+/// before anything is put, so that no notification is missed.
+pub async fn run_from_memory(
+    ingestor: Ingestor,
+    bucket: MemoryObjects,
+    mut created: broadcast::Receiver<(String, ObjectMeta)>,
+    observations: broadcast::Sender<Observation>,
+) {
     let name = bucket.bucket().to_string();
     loop {
         match created.recv().await {
@@ -161,9 +195,11 @@ mod tests {
             "eventTime": "2026-11-27T00:00:00.000Z", "eventName": "ObjectCreated:Put",
             "s3": {"s3SchemaVersion": "1.0", "configurationId": "c", "bucket": {"name": "b", "arn": "arn:aws:s3:::b"},
                    "object": {"key": "settlements%2Fincoming%2Fa.csv", "size": 1, "eTag": "e"}}}]});
-        let event = normalise(moto_like).expect("lenient parse");
+        let Notification::Event(event) = normalise(moto_like) else { panic!("lenient parse failed") };
         assert_eq!(settle_csv_ingest::object_key(&event.records[0]), "settlements/incoming/a.csv");
         let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"});
-        assert!(normalise(test_event).is_none());
+        assert!(matches!(normalise(test_event), Notification::Test));
+        let broken = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put"}]});
+        assert!(matches!(normalise(broken), Notification::Unreadable(_)));
     }
 }

@@ -96,8 +96,13 @@ impl LocalStack {
                 tasks.push(tokio::spawn(feed));
             }
             (ObjectStore::Memory(memory), _) => {
-                let feed =
-                    s3_feed::run_from_memory(Ingestor::new(ingestor_backends), memory.clone(), observations.clone());
+                let created = memory.subscribe_created();
+                let feed = s3_feed::run_from_memory(
+                    Ingestor::new(ingestor_backends),
+                    memory.clone(),
+                    created,
+                    observations.clone(),
+                );
                 tasks.push(tokio::spawn(feed));
                 match &options.watch_dir {
                     Some(dir) => {

@@ -2,6 +2,8 @@
 //! values, from an AWS Secrets Manager JSON secret named by `SETTLE_SECRET_ID` (cached
 //! with a TTL). A missing or malformed value fails start-up with one line naming it.
 
+use crate::net::{parse_cidrs, Cidr};
+use crate::ports::kv::Gcra;
 use crate::ports::secrets::{SecretValues, SecretsError, SecretsSource};
 use crate::redact::Secret;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "SETTLE_JWT_KEY",
     "SETTLE_WEBHOOK_MASTER_KEY",
     "SETTLE_GATEWAY_WEBHOOK_SECRET",
+    "SETTLE_CARD_FINGERPRINT_KEY",
 ];
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,45 @@ pub struct Config {
     pub jwt_key: Option<Secret>,
     pub webhook_master_key: Option<Secret>,
     pub gateway_webhook_secret: Option<Secret>,
+    pub card_fingerprint_key: Option<Secret>,
+    /// `RS256`, `ES256` or `HS256`; unset means no JWT settings (the local stack then uses
+    /// its development key pair; a Lambda refuses to start).
+    pub jwt_algorithm: Option<String>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_max_lifetime: Duration,
+    /// Client addresses allowed on admin routes.
+    pub admin_cidrs: Vec<Cidr>,
+    pub rate_limits: RateLimits,
+    /// Prefix of every key Settle writes to Redis, so deployments can share one.
+    pub redis_prefix: String,
+}
+
+/// GCRA limits per caller class. Each is `N/PERIOD` (`600/60s`, `10/1s`, `100/1m`):
+/// N requests per period, in bursts of up to N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub merchant: Gcra,
+    pub ip: Gcra,
+    pub tokens: Gcra,
+    pub refunds: Gcra,
+}
+
+/// Parses `N/PERIOD` with PERIOD in seconds (`60s`, `1s`) or minutes (`1m`).
+pub fn parse_rate(text: &str) -> Result<Gcra, String> {
+    let bad = || format!("'{text}' is not N/PERIOD (e.g. 600/60s)");
+    let (n, period) = text.trim().split_once('/').ok_or_else(bad)?;
+    let limit: u32 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let period = period.trim();
+    let (digits, unit) = period.split_at(period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len()));
+    let count: u64 = digits.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let seconds = match unit {
+        "s" | "" => count,
+        "m" => count * 60,
+        "h" => count * 3600,
+        _ => return Err(bad()),
+    };
+    Ok(Gcra { limit, period: Duration::from_secs(seconds), burst: limit })
 }
 
 /// Where configuration values come from: a lookup function (the process environment in
@@ -77,8 +119,9 @@ impl Sources<'_> {
 
     fn secret(&self, name: &'static str) -> Option<Secret> {
         self.secrets
-            .and_then(|s| s.get(name).cloned())
-            .filter(|v| !v.trim().is_empty())
+            .and_then(|s| s.get(name))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
             .or_else(|| self.env(name))
             .map(Secret::new)
     }
@@ -171,6 +214,22 @@ impl Config {
             jwt_key: sources.secret("SETTLE_JWT_KEY"),
             webhook_master_key: sources.secret("SETTLE_WEBHOOK_MASTER_KEY"),
             gateway_webhook_secret: sources.secret("SETTLE_GATEWAY_WEBHOOK_SECRET"),
+            card_fingerprint_key: sources.secret("SETTLE_CARD_FINGERPRINT_KEY"),
+            jwt_algorithm: sources.env("SETTLE_JWT_ALGORITHM"),
+            jwt_issuer: sources.env("SETTLE_JWT_ISSUER").unwrap_or_else(|| "settle".into()),
+            jwt_audience: sources.env("SETTLE_JWT_AUDIENCE").unwrap_or_else(|| "settle-api".into()),
+            jwt_max_lifetime: Duration::from_secs(sources.parse("SETTLE_JWT_MAX_LIFETIME_SECS", 86_400)?),
+            admin_cidrs: parse_cidrs(
+                &sources.env("SETTLE_ADMIN_CIDRS").unwrap_or_else(|| "127.0.0.0/8,::1/128".into()),
+            )
+            .map_err(|reason| ConfigError::Invalid { name: "SETTLE_ADMIN_CIDRS", reason })?,
+            rate_limits: RateLimits {
+                merchant: rate(sources, "SETTLE_RATE_LIMIT_MERCHANT", "600/60s")?,
+                ip: rate(sources, "SETTLE_RATE_LIMIT_IP", "1200/60s")?,
+                tokens: rate(sources, "SETTLE_RATE_LIMIT_TOKENS", "60/60s")?,
+                refunds: rate(sources, "SETTLE_RATE_LIMIT_REFUNDS", "120/60s")?,
+            },
+            redis_prefix: name_setting("SETTLE_REDIS_PREFIX", "settle:")?,
         })
     }
 
@@ -183,11 +242,17 @@ impl Config {
             &self.jwt_key,
             &self.webhook_master_key,
             &self.gateway_webhook_secret,
+            &self.card_fingerprint_key,
         ]
         .into_iter()
         .flatten()
         .collect()
     }
+}
+
+fn rate(sources: &Sources<'_>, name: &'static str, default: &str) -> Result<Gcra, ConfigError> {
+    parse_rate(&sources.env(name).unwrap_or_else(|| default.to_string()))
+        .map_err(|reason| ConfigError::Invalid { name, reason })
 }
 
 fn check_scheme(name: &'static str, value: &Option<Secret>, schemes: &[&str]) -> Result<(), ConfigError> {
@@ -250,7 +315,17 @@ pub async fn from_process_env(default_backend: Backend) -> Result<Config, Config
             let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
             let no_secrets = Sources { env: &env, secrets: None };
             let ttl = Duration::from_secs(no_secrets.parse("SETTLE_SECRETS_TTL_SECS", 300)?);
-            Some(CachedSecrets::new(source, id.trim(), ttl).get().await?)
+            // A stalled endpoint must fail the cold start, not hang it until the Lambda timeout.
+            let fetch = CachedSecrets::new(source, id.trim(), ttl);
+            match tokio::time::timeout(Duration::from_secs(10), fetch.get()).await {
+                Ok(values) => Some(values?),
+                Err(_) => {
+                    return Err(ConfigError::Secret {
+                        id: id.trim().to_string(),
+                        reason: "no answer within 10 s".into(),
+                    })
+                }
+            }
         }
     };
     Config::load(&Sources { env: &env, secrets: secret_values.as_deref() }, default_backend)
@@ -308,6 +383,17 @@ mod tests {
         let c = load(&vars, Some(&secrets), Backend::Real).unwrap();
         assert_eq!(c.jwt_key.unwrap().expose(), "from-secret");
         assert!(!format!("{:?}", load(REAL, None, Backend::Real).unwrap()).contains("guest:guest"));
+    }
+
+    #[test]
+    fn rate_limits_parse_and_name_their_variable() {
+        let c = load(&[("SETTLE_RATE_LIMIT_TOKENS", "10/1m")], None, Backend::Memory).unwrap();
+        assert_eq!(c.rate_limits.tokens, Gcra { limit: 10, period: Duration::from_secs(60), burst: 10 });
+        assert_eq!(c.rate_limits.merchant.limit, 600);
+        let err = load(&[("SETTLE_RATE_LIMIT_IP", "fast")], None, Backend::Memory).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "SETTLE_RATE_LIMIT_IP", .. }));
+        let err = load(&[("SETTLE_ADMIN_CIDRS", "10.0.0.0/99")], None, Backend::Memory).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "SETTLE_ADMIN_CIDRS", .. }));
     }
 
     #[tokio::test]

@@ -3,10 +3,12 @@
 //! through which the three functions reach MongoDB, Redis, RabbitMQ, S3, SQS and
 //! Secrets Manager.
 
+pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod domain;
 pub mod health;
+pub mod net;
 pub mod ports;
 pub mod problem;
 pub mod redact;

@@ -27,6 +27,12 @@ pub struct CloudEvent {
     /// Extension attribute: the correlation id of the request that caused the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlationid: Option<String>,
+    /// Extension attribute: the `Idempotency-Key` of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotencykey: Option<String>,
+    /// Extension attribute: the event's position among its subject's events (1, 2, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
     pub data: serde_json::Value,
 }
 
@@ -56,6 +62,8 @@ impl CloudEvent {
             datacontenttype: default_content_type(),
             merchantid: None,
             correlationid: None,
+            idempotencykey: None,
+            sequence: None,
             data,
         }
     }

@@ -34,6 +34,28 @@ async fn inserted_documents_read_back_and_ids_collide(store: DocumentStore) {
     assert_eq!(store.get("payments", "pay_1").await.unwrap().unwrap()["amount"], 1999);
 }
 
+async fn values_keep_their_json_shape_and_names_stay_plain(store: DocumentStore) {
+    let original = doc(json!({
+        "_id": "d",
+        "nested": {"list": [1, "two", {"three": 3.5}], "big": 9_007_199_254_740_993_i64, "flag": false, "none": null},
+        "ext_json_lookalike": {"date": {"when": "$date"}, "n": "$numberLong"},
+    }));
+    store.insert("shapes", original.clone()).await.unwrap();
+    assert_eq!(store.get("shapes", "d").await.unwrap(), Some(original));
+    for bad in ["a.b", "$where", ""] {
+        let mut d = doc(json!({"_id": "x"}));
+        d.insert(bad.to_string(), json!(1));
+        assert!(matches!(store.insert("shapes", d).await, Err(StoreError::Other(_))), "{bad:?} accepted");
+        let q = Query::new().filter(Cond::eq(bad, 1));
+        assert!(store.find("shapes", &q).await.is_err(), "{bad:?} accepted in a query");
+    }
+    let set_id = store.update("shapes", "d", vec![], doc(json!({"_id": "other"}))).await;
+    assert!(set_id.is_err(), "_id must not be updatable");
+    // limit(0) is treated as 1 by both stores (MongoDB would read 0 as "no limit").
+    store.insert("shapes", doc(json!({"_id": "e"}))).await.unwrap();
+    assert_eq!(store.find("shapes", &Query::new().limit(0)).await.unwrap().len(), 1);
+}
+
 async fn unique_indexes_reject_a_second_document(store: DocumentStore) {
     store.ensure_indexes(&[IndexSpec::new("keys", &["merchant_id", "key"]).unique()]).await.unwrap();
     // Idempotent: a second cold start declares the same index again.
@@ -172,6 +194,7 @@ crate::contract_tests!(
     real: mongo_store,
     contracts: [
         inserted_documents_read_back_and_ids_collide,
+        values_keep_their_json_shape_and_names_stay_plain,
         unique_indexes_reject_a_second_document,
         queries_filter_sort_and_limit,
         conditional_updates_apply_once,

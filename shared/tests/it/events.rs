@@ -80,6 +80,22 @@ async fn requeued_messages_come_back_redelivered(b: Bus) {
     again.ack().await.unwrap();
 }
 
+/// A delivery dropped without ack or reject (a crashed consumer) is not lost: it comes
+/// back, marked redelivered, once its consumer is gone.
+async fn unsettled_deliveries_come_back_when_the_consumer_goes(b: Bus) {
+    b.bus.declare(&b.topology).await.unwrap();
+    let mut first = b.bus.subscribe(&b.topology.queue, 10).await.unwrap();
+    b.bus.publish(&b.topology.exchange, &message("payment.succeeded", "evt_6")).await.unwrap();
+    let delivery = next(&mut first).await;
+    drop(delivery);
+    drop(first);
+    let mut second = b.bus.subscribe(&b.topology.queue, 10).await.unwrap();
+    let again = next(&mut second).await;
+    assert!(again.redelivered);
+    assert_eq!(again.message_id.as_deref(), Some("evt_6"));
+    again.ack().await.unwrap();
+}
+
 async fn publishing_to_an_undeclared_exchange_fails(b: Bus) {
     let result = b.bus.publish(&helpers::unique("nowhere"), &message("x", "evt_4")).await;
     assert!(result.is_err(), "{result:?}");
@@ -95,6 +111,7 @@ crate::contract_tests!(
         published_messages_arrive_intact_and_persistent,
         rejected_messages_are_dead_lettered,
         requeued_messages_come_back_redelivered,
+        unsettled_deliveries_come_back_when_the_consumer_goes,
         publishing_to_an_undeclared_exchange_fails,
     ]
 );

@@ -104,6 +104,7 @@ crate::contract_tests!(
         locks_are_taken_once_and_released_only_by_their_owner,
         fifty_racing_lock_attempts_have_one_winner,
         gcra_allows_the_burst_then_throttles,
+        versioned_values_only_move_forward,
     ]
 );
 
@@ -112,4 +113,17 @@ async fn unreachable_redis_is_reported_as_unavailable() {
     let store = KeyValueStore::Redis(RedisKv::new("redis://127.0.0.1:1", None, Duration::from_millis(300)).unwrap());
     let err = store.get("k").await.unwrap_err();
     assert!(matches!(err, KvError::Unavailable(_)), "{err:?}");
+}
+
+/// The cache's guard: an older version never overwrites a newer one.
+async fn versioned_values_only_move_forward(kv: Kv) {
+    let key = kv.key("payment");
+    let ttl = Duration::from_secs(30);
+    assert!(kv.store.set_versioned(&key, 2, b"{\"v\":2}", ttl).await.unwrap());
+    assert!(!kv.store.set_versioned(&key, 1, b"{\"v\":1}", ttl).await.unwrap(), "stale write must lose");
+    assert!(!kv.store.set_versioned(&key, 2, b"{\"v\":2b}", ttl).await.unwrap());
+    assert_eq!(kv.store.get_versioned(&key).await.unwrap(), Some((2, b"{\"v\":2}".to_vec())));
+    assert!(kv.store.set_versioned(&key, 3, b"line1\nline2", ttl).await.unwrap());
+    assert_eq!(kv.store.get_versioned(&key).await.unwrap(), Some((3, b"line1\nline2".to_vec())));
+    assert_eq!(kv.store.get_versioned(&kv.key("absent")).await.unwrap(), None);
 }

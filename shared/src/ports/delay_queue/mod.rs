@@ -39,7 +39,11 @@ pub enum DelayQueue {
 impl DelayQueue {
     /// Sends `body`, visible after `delay` (capped at [`MAX_DELAY`]).
     pub async fn send(&self, body: &str, delay: Duration) -> Result<String, QueueError> {
-        let delay = delay.min(MAX_DELAY);
+        // Whole seconds, rounded up: SQS counts in seconds and a retry must never fire early.
+        let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).min(MAX_DELAY);
+        if body.is_empty() || body.len() > 256 * 1024 {
+            return Err(QueueError::Other("message body must be 1 byte to 256 KiB".into()));
+        }
         match self {
             DelayQueue::Memory(m) => Ok(m.send(body, delay)),
             DelayQueue::Sqs(s) => s.send(body, delay).await,

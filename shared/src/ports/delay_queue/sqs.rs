@@ -59,6 +59,12 @@ impl SqsQueue {
     }
 
     pub(super) async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<QueuedMessage>, QueueError> {
+        let wait = wait.min(Duration::from_secs(20));
+        // The long poll itself may take `wait`: give this call that much on top of the
+        // client's usual attempt timeout, or an empty queue would look like an outage.
+        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(wait + Duration::from_secs(5))
+            .build();
         let out = self
             .client
             .receive_message()
@@ -67,6 +73,8 @@ impl SqsQueue {
             .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
             .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
             .map_err(classify)?;

@@ -122,8 +122,9 @@ impl Query {
         self.sort = Some((field.to_string(), order));
         self
     }
+    /// At least one: MongoDB reads `limit: 0` as "no limit".
     pub fn limit(mut self, n: u32) -> Self {
-        self.limit = Some(n);
+        self.limit = Some(n.max(1));
         self
     }
 }
@@ -193,6 +194,9 @@ impl DocumentStore {
     }
 
     pub async fn find(&self, collection: &str, query: &Query) -> Result<Vec<Document>, StoreError> {
+        for cond in &query.conds {
+            check_field(&cond.field)?;
+        }
         match self {
             DocumentStore::Memory(m) => Ok(m.find(collection, query)),
             DocumentStore::Mongo(m) => m.find(collection, query).await,
@@ -218,6 +222,9 @@ impl DocumentStore {
 
     /// Applies every write or none of them.
     pub async fn transaction(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        for write in &writes {
+            check_write(write)?;
+        }
         match self {
             DocumentStore::Memory(m) => m.transaction(writes),
             DocumentStore::Mongo(m) => m.transaction(writes).await,
@@ -229,6 +236,29 @@ impl DocumentStore {
             DocumentStore::Memory(_) => Ok(()),
             DocumentStore::Mongo(m) => m.ping().await,
         }
+    }
+}
+
+/// Field names are plain top-level names: a `.` would be a path and a leading `$` an
+/// operator to MongoDB, but literal keys to the model, so both are refused everywhere.
+fn check_field(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.contains('.') || name.starts_with('$') || name.contains('\0') {
+        return Err(StoreError::Other(format!("field name {name:?} is not a plain top-level name")));
+    }
+    Ok(())
+}
+
+fn check_write(write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Insert { doc, .. } => doc.keys().try_for_each(|k| check_field(k)),
+        Write::Update { conds, set, .. } => {
+            conds.iter().try_for_each(|c| check_field(&c.field))?;
+            if set.contains_key("_id") {
+                return Err(StoreError::Other("_id cannot be updated".into()));
+            }
+            set.keys().try_for_each(|k| check_field(k))
+        }
+        Write::Delete { .. } => Ok(()),
     }
 }
 

@@ -6,7 +6,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson};
 use mongodb::error::{ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR};
 use mongodb::options::{
-    Acknowledgment, ClientOptions, IndexOptions, ReadConcern, Tls, TlsOptions, TransactionOptions, WriteConcern,
+    Acknowledgment, ClientOptions, IndexOptions, ReadConcern, Tls, TransactionOptions, WriteConcern,
 };
 use mongodb::{Client, Database, IndexModel};
 use std::path::Path;
@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct MongoDocuments {
     client: Client,
     db: Database,
+    /// Bound on each whole operation: the driver has no socket timeout of its own.
+    timeout: Duration,
 }
 
 impl MongoDocuments {
@@ -35,14 +37,16 @@ impl MongoDocuments {
         options.connect_timeout = Some(timeout);
         // Money changes must survive a primary failover: majority write concern, and
         // reads inside transactions see only majority-committed data.
-        options.write_concern = Some(WriteConcern::builder().w(Acknowledgment::Majority).build());
-        if let Some(ca) = extra_ca {
-            let tls = TlsOptions::builder().ca_file_path(ca.to_path_buf()).build();
-            options.tls = Some(Tls::Enabled(tls));
+        // w_timeout: with a majority of replicas down, a write fails instead of hanging.
+        options.write_concern = Some(majority(timeout));
+        // The extra CA applies only where the URI asks for TLS (tls=true or mongodb+srv);
+        // the driver then trusts that file instead of the system roots.
+        if let (Some(ca), Some(Tls::Enabled(tls))) = (extra_ca, options.tls.as_mut()) {
+            tls.ca_file_path = Some(ca.to_path_buf());
         }
         let client = Client::with_options(options).map_err(classify)?;
         let db = client.database(database);
-        Ok(MongoDocuments { client, db })
+        Ok(MongoDocuments { client, db, timeout })
     }
 
     pub fn database_name(&self) -> &str {
@@ -63,19 +67,34 @@ impl MongoDocuments {
             let options = IndexOptions::builder().unique(spec.unique).name(spec.name()).build();
             let model = IndexModel::builder().keys(keys).options(options).build();
             // create_index is idempotent for an identical spec, so every cold start may run it.
-            self.db.collection::<bson::Document>(&spec.collection).create_index(model).await.map_err(classify)?;
+            self.db.collection::<bson::Document>(&spec.collection).create_index(model).await.map_err(
+                |e| match classify(e) {
+                    StoreError::Duplicate { .. } => StoreError::Other(format!(
+                        "unique index {} on {} cannot be built: duplicate values exist",
+                        spec.name(),
+                        spec.collection
+                    )),
+                    other => other,
+                },
+            )?;
         }
         Ok(())
     }
 
     pub(super) async fn get(&self, collection: &str, id: &str) -> Result<Option<Document>, StoreError> {
-        let found = self
-            .db
-            .collection::<bson::Document>(collection)
-            .find_one(doc! { "_id": { "$eq": id } })
-            .await
-            .map_err(classify)?;
+        let coll = self.db.collection::<bson::Document>(collection);
+        let found =
+            self.bounded(async { coll.find_one(doc! { "_id": { "$eq": id } }).await.map_err(classify) }).await?;
         Ok(found.map(from_bson))
+    }
+
+    /// Runs one operation within the timeout. A timed-out write has an unknown outcome:
+    /// callers treat `Unavailable` as "re-read before deciding".
+    async fn bounded<T>(&self, op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout * 2, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout * 2))),
+        }
     }
 
     pub(super) async fn find(&self, collection: &str, query: &Query) -> Result<Vec<Document>, StoreError> {
@@ -88,12 +107,21 @@ impl MongoDocuments {
         if let Some(limit) = query.limit {
             find = find.limit(i64::from(limit));
         }
-        let cursor = find.await.map_err(classify)?;
-        let docs: Vec<bson::Document> = cursor.try_collect().await.map_err(classify)?;
+        find = find.max_time(self.timeout);
+        let docs: Vec<bson::Document> = self
+            .bounded(async {
+                let cursor = find.await.map_err(classify)?;
+                cursor.try_collect().await.map_err(classify)
+            })
+            .await?;
         Ok(docs.into_iter().map(from_bson).collect())
     }
 
     pub(super) async fn transaction(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.bounded(self.transaction_unbounded(writes)).await
+    }
+
+    async fn transaction_unbounded(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         // A single write is atomic on its own: skip the session round trips.
         if let [write] = writes.as_slice() {
             return self.write_one(write, None).await;
@@ -101,7 +129,7 @@ impl MongoDocuments {
         let mut session = self.client.start_session().await.map_err(classify)?;
         let options = TransactionOptions::builder()
             .read_concern(ReadConcern::snapshot())
-            .write_concern(WriteConcern::builder().w(Acknowledgment::Majority).build())
+            .write_concern(majority(self.timeout))
             .build();
         session.start_transaction().with_options(options).await.map_err(classify)?;
         for write in &writes {
@@ -155,7 +183,8 @@ impl MongoDocuments {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        self.db.run_command(doc! { "ping": 1 }).await.map(|_| ()).map_err(classify)
+        let ping = self.db.run_command(doc! { "ping": 1 });
+        self.bounded(async { ping.await.map(|_| ()).map_err(classify) }).await
     }
 }
 
@@ -186,8 +215,29 @@ fn filter(conds: &[Cond]) -> bson::Document {
     f
 }
 
+fn majority(timeout: Duration) -> WriteConcern {
+    WriteConcern::builder().w(Acknowledgment::Majority).w_timeout(timeout).build()
+}
+
+/// JSON to BSON by hand: `bson::to_document` would read objects such as
+/// `{"$date": 0}` or `{"$numberLong": "7"}` (which a merchant may put in metadata) as
+/// extended JSON and store a different type.
 fn to_bson(doc: &Document) -> Result<bson::Document, StoreError> {
-    bson::to_document(doc).map_err(|e| StoreError::Other(format!("document not representable in BSON: {e}")))
+    fn value(v: &serde_json::Value) -> Result<Bson, StoreError> {
+        Ok(match v {
+            serde_json::Value::Null => Bson::Null,
+            serde_json::Value::Bool(b) => Bson::Boolean(*b),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Bson::Int64(i),
+                (None, Some(f)) => Bson::Double(f),
+                _ => return Err(StoreError::Other("number out of range for BSON".into())),
+            },
+            serde_json::Value::String(s) => Bson::String(s.clone()),
+            serde_json::Value::Array(items) => Bson::Array(items.iter().map(value).collect::<Result<_, _>>()?),
+            serde_json::Value::Object(map) => Bson::Document(to_bson(map)?),
+        })
+    }
+    doc.iter().map(|(k, v)| Ok((k.clone(), value(v)?))).collect()
 }
 
 fn from_bson(doc: bson::Document) -> Document {

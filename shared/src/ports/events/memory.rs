@@ -2,7 +2,7 @@
 //! modelled on RabbitMQ's behaviour for the subset Settle uses.
 
 use super::{topic_matches, Acker, BusError, Delivery, OutgoingMessage, Topology};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -125,6 +125,8 @@ impl MemorySubscription {
         loop {
             let popped = self.bus.lock().queues.get_mut(&self.queue).and_then(|q| q.messages.pop_front());
             if let Some(stored) = popped {
+                let acker =
+                    MemoryAcker { bus: self.bus.clone(), queue: self.queue.clone(), message: Some(stored.clone()) };
                 let m = stored.message;
                 return Some(Delivery {
                     exchange: stored.exchange,
@@ -136,7 +138,7 @@ impl MemorySubscription {
                     headers: m.headers,
                     redelivered: stored.redelivered,
                     body: m.body,
-                    acker: Acker::Memory(MemoryAcker { bus: self.bus.clone(), queue: self.queue.clone() }),
+                    acker: Acker::Memory(acker),
                 });
             }
             self.notify.notified().await;
@@ -144,10 +146,14 @@ impl MemorySubscription {
     }
 }
 
-#[derive(Clone)]
+/// The broker's side of one unacknowledged delivery. Dropped without an ack or a
+/// reject (the consumer crashed, the task was cancelled), the message goes back to the
+/// head of its queue marked redelivered, as RabbitMQ does when a channel closes.
 pub(super) struct MemoryAcker {
     bus: MemoryBus,
     queue: String,
+    /// `None` once settled.
+    message: Option<Stored>,
 }
 
 impl std::fmt::Debug for MemoryAcker {
@@ -157,29 +163,33 @@ impl std::fmt::Debug for MemoryAcker {
 }
 
 impl MemoryAcker {
-    pub(super) fn reject(
-        &self,
-        requeue: bool,
-        routing_key: String,
-        message_id: Option<String>,
-        content_type: Option<String>,
-        headers: BTreeMap<String, String>,
-        body: Vec<u8>,
-    ) {
+    pub(super) fn ack(mut self) {
+        self.message = None;
+    }
+
+    pub(super) fn reject(mut self, requeue: bool) {
+        let Some(stored) = self.message.take() else { return };
+        self.settle(stored, requeue);
+    }
+
+    fn settle(&self, mut stored: Stored, requeue: bool) {
         let mut state = self.bus.lock();
-        let message = OutgoingMessage {
-            routing_key,
-            message_id: message_id.unwrap_or_default(),
-            content_type: content_type.unwrap_or_default(),
-            headers,
-            body,
-        };
         let Some(queue) = state.queues.get_mut(&self.queue) else { return };
         if requeue {
-            queue.messages.push_front(Stored { exchange: String::new(), message, redelivered: true });
+            stored.redelivered = true;
+            queue.messages.push_front(stored);
             queue.notify.notify_one();
         } else if let Some(dlx) = queue.dead_letter_exchange.clone() {
-            route(&mut state, &dlx, Stored { exchange: dlx.clone(), message, redelivered: false });
+            stored.redelivered = false;
+            route(&mut state, &dlx, stored);
+        }
+    }
+}
+
+impl Drop for MemoryAcker {
+    fn drop(&mut self) {
+        if let Some(stored) = self.message.take() {
+            self.settle(stored, true);
         }
     }
 }

@@ -83,7 +83,10 @@ impl Delivery {
     /// Done with the message: the broker forgets it.
     pub async fn ack(self) -> Result<(), BusError> {
         match self.acker {
-            Acker::Memory(_) => Ok(()),
+            Acker::Memory(a) => {
+                a.ack();
+                Ok(())
+            }
             Acker::RabbitMq(a) => a.ack(Default::default()).await.map(|_| ()).map_err(rabbitmq::classify),
         }
     }
@@ -92,7 +95,7 @@ impl Delivery {
     pub async fn reject(self, requeue: bool) -> Result<(), BusError> {
         match self.acker {
             Acker::Memory(a) => {
-                a.reject(requeue, self.routing_key, self.message_id, self.content_type, self.headers, self.body);
+                a.reject(requeue);
                 Ok(())
             }
             Acker::RabbitMq(a) => {

@@ -23,9 +23,19 @@ struct Inner {
     uri: String,
     extra_ca_pem: Option<String>,
     timeout: Duration,
-    /// The live connection and its publishing channel, if any.
-    live: Mutex<Option<(Connection, Channel)>>,
+    live: Mutex<Live>,
 }
+
+/// The live connection and its publishing channel, or when dialling last failed.
+#[derive(Default)]
+struct Live {
+    current: Option<(Connection, Channel)>,
+    failed_at: Option<std::time::Instant>,
+}
+
+/// After a failed dial, callers fail at once for this long instead of each waiting out
+/// its own connection timeout behind the lock.
+const FAIL_FAST: Duration = Duration::from_secs(1);
 
 impl RabbitBus {
     /// Nothing is dialled here: the first publish or declare connects, so a cold start
@@ -36,7 +46,7 @@ impl RabbitBus {
                 uri: uri.to_string(),
                 extra_ca_pem: extra_ca_pem.map(str::to_string),
                 timeout,
-                live: Mutex::new(None),
+                live: Mutex::new(Live::default()),
             }),
         }
     }
@@ -58,30 +68,57 @@ impl RabbitBus {
     /// The publishing channel, (re)connecting if there is none or it died.
     async fn channel(&self) -> Result<Channel, BusError> {
         let mut live = self.inner.live.lock().await;
-        if let Some((conn, channel)) = live.as_ref() {
+        if let Some((conn, channel)) = live.current.as_ref() {
             if conn.status().connected() && channel.status().connected() {
                 return Ok(channel.clone());
             }
         }
-        *live = None;
-        let conn = self.connect().await?;
-        let channel = conn.create_channel().await.map_err(classify)?;
-        // Publisher confirms: a publish only counts once the broker has taken
-        // responsibility for the message (persisted it to disk for durable queues).
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(classify)?;
-        *live = Some((conn, channel.clone()));
-        Ok(channel)
+        live.current = None;
+        if live.failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+            return Err(BusError::Unavailable("broker unreachable (last attempt failed just now)".into()));
+        }
+        let open = async {
+            let conn = self.connect().await?;
+            let channel = conn.create_channel().await.map_err(classify)?;
+            // Publisher confirms: a publish only counts once the broker has taken
+            // responsibility for the message (persisted it to disk for durable queues).
+            channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(classify)?;
+            Ok((conn, channel))
+        };
+        let opened = match tokio::time::timeout(self.inner.timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Unavailable(format!("no channel within {:?}", self.inner.timeout))),
+        };
+        match opened {
+            Ok((conn, channel)) => {
+                live.current = Some((conn, channel.clone()));
+                live.failed_at = None;
+                Ok(channel)
+            }
+            Err(e) => {
+                live.failed_at = Some(std::time::Instant::now());
+                Err(e)
+            }
+        }
     }
 
-    /// Forgets the connection after an error so that the next call dials again.
-    async fn reset(&self) {
-        *self.inner.live.lock().await = None;
+    /// Forgets `failed` after an error so that the next call dials again, unless another
+    /// caller has already replaced it with a fresh channel.
+    async fn reset(&self, failed: &Channel) {
+        let mut live = self.inner.live.lock().await;
+        if live.current.as_ref().is_some_and(|(_, ch)| ch.id() == failed.id()) {
+            live.current = None;
+        }
     }
 
     pub(super) async fn declare(&self, t: &Topology) -> Result<(), BusError> {
-        let result = self.declare_on(&self.channel().await?, t).await;
+        let channel = self.channel().await?;
+        let result = match tokio::time::timeout(self.inner.timeout, self.declare_on(&channel, t)).await {
+            Ok(r) => r,
+            Err(_) => Err(BusError::Unavailable(format!("declare took longer than {:?}", self.inner.timeout))),
+        };
         if result.is_err() {
-            self.reset().await;
+            self.reset(&channel).await;
         }
         result
     }
@@ -163,21 +200,32 @@ impl RabbitBus {
             Err(_) => Err(BusError::Unavailable(format!("no confirm within {:?}", self.inner.timeout))),
         };
         if matches!(result, Err(BusError::Unavailable(_) | BusError::Other(_))) {
-            self.reset().await;
+            self.reset(&channel).await;
         }
         result
     }
 
     pub(super) async fn subscribe(&self, queue: &str, prefetch: u16) -> Result<RabbitSubscription, BusError> {
-        // Consumers get their own connection: a slow consumer must never hold up publishing.
-        let conn = self.connect().await?;
-        let channel = conn.create_channel().await.map_err(classify)?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(classify)?;
-        let consumer = channel
-            .basic_consume(queue.into(), "settle-local".into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(classify)?;
-        Ok(RabbitSubscription { consumer, _conn: conn, _channel: channel })
+        let open = async {
+            // Consumers get their own connection: a slow consumer must never hold up publishing.
+            let conn = self.connect().await?;
+            let channel = conn.create_channel().await.map_err(classify)?;
+            channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(classify)?;
+            let consumer = channel
+                .basic_consume(
+                    queue.into(),
+                    "settle-local".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(classify)?;
+            Ok(RabbitSubscription { consumer, _conn: conn, _channel: channel })
+        };
+        match tokio::time::timeout(self.inner.timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Unavailable(format!("no consumer within {:?}", self.inner.timeout))),
+        }
     }
 
     pub(super) async fn ping(&self) -> Result<(), BusError> {

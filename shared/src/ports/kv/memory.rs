@@ -1,6 +1,6 @@
 //! In-memory key-value store with expiry, the same lock and GCRA semantics as Redis.
 
-use super::{Gcra, Throttle};
+use super::{split_versioned, versioned, Gcra, Throttle};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 struct Entry {
     value: Vec<u8>,
     expires_at: Option<Instant>,
+}
+
+/// `now + ttl`, or no expiry for a TTL too large to represent (Redis would refuse it; here
+/// it is simply kept).
+fn expiry(ttl: Duration) -> Option<Instant> {
+    Instant::now().checked_add(ttl)
 }
 
 #[derive(Clone)]
@@ -41,7 +47,7 @@ impl MemoryKv {
     }
 
     pub(super) fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
-        let expires_at = ttl.map(|t| Instant::now() + t);
+        let expires_at = ttl.and_then(expiry);
         self.lock().insert(key.to_string(), Entry { value: value.to_vec(), expires_at });
     }
 
@@ -50,7 +56,17 @@ impl MemoryKv {
         if map.contains_key(key) {
             return false;
         }
-        map.insert(key.to_string(), Entry { value: value.to_vec(), expires_at: Some(Instant::now() + ttl) });
+        map.insert(key.to_string(), Entry { value: value.to_vec(), expires_at: expiry(ttl) });
+        true
+    }
+
+    pub(super) fn set_versioned(&self, key: &str, version: i64, value: &[u8], ttl: Duration) -> bool {
+        let mut map = self.lock();
+        let current = map.get(key).and_then(|e| split_versioned(&e.value)).map(|(v, _)| v);
+        if current.is_some_and(|v| v >= version) {
+            return false;
+        }
+        map.insert(key.to_string(), Entry { value: versioned(version, value), expires_at: expiry(ttl) });
         true
     }
 
@@ -75,7 +91,7 @@ impl MemoryKv {
         let (throttle, new_tat) = limit.step(stored, now_us);
         if let Some(tat) = new_tat {
             let ttl = Duration::from_micros((tat - now_us).max(0.0) as u64) + Duration::from_millis(1);
-            let entry = Entry { value: format!("{tat}").into_bytes(), expires_at: Some(Instant::now() + ttl) };
+            let entry = Entry { value: format!("{tat}").into_bytes(), expires_at: expiry(ttl) };
             map.insert(key.to_string(), entry);
         }
         throttle

@@ -72,6 +72,19 @@ impl Gcra {
     }
 }
 
+/// `"<version>\n<value>"`, the layout `set_versioned` writes.
+fn split_versioned(raw: &[u8]) -> Option<(i64, Vec<u8>)> {
+    let newline = raw.iter().position(|b| *b == b'\n')?;
+    let version = std::str::from_utf8(&raw[..newline]).ok()?.parse().ok()?;
+    Some((version, raw[newline + 1..].to_vec()))
+}
+
+fn versioned(version: i64, value: &[u8]) -> Vec<u8> {
+    let mut raw = format!("{version}\n").into_bytes();
+    raw.extend_from_slice(value);
+    raw
+}
+
 fn micros(us: f64) -> Duration {
     Duration::from_micros(us.max(0.0) as u64)
 }
@@ -133,6 +146,21 @@ impl KeyValueStore {
             KeyValueStore::Memory(m) => Ok(m.delete_if_equals(key, value)),
             KeyValueStore::Redis(r) => r.delete_if_equals(key, value).await,
         }
+    }
+
+    /// Stores `value` tagged with `version`, unless the key already holds the same or a
+    /// newer version: a slow writer can never put an older copy over a newer one (the
+    /// read-through cache relies on it). `true` if stored.
+    pub async fn set_versioned(&self, key: &str, version: i64, value: &[u8], ttl: Duration) -> Result<bool, KvError> {
+        match self {
+            KeyValueStore::Memory(m) => Ok(m.set_versioned(key, version, value, ttl)),
+            KeyValueStore::Redis(r) => r.set_versioned(key, version, value, ttl).await,
+        }
+    }
+
+    /// The value and version stored by [`KeyValueStore::set_versioned`].
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(i64, Vec<u8>)>, KvError> {
+        Ok(self.get(key).await?.as_deref().and_then(split_versioned))
     }
 
     /// One GCRA rate-limit check, atomic on the server.

@@ -4,17 +4,15 @@
 use super::{Gcra, KvError, Throttle};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, SetExpiry, SetOptions};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 #[derive(Clone)]
 pub struct RedisKv {
-    client: Arc<Client>,
-    timeout: Duration,
-    /// Connected on first use, so a cold start with Redis down still serves what does not
-    /// need it; the manager then reconnects by itself.
-    conn: Arc<OnceCell<ConnectionManager>>,
+    /// Lazy: connects on first use (so a cold start with Redis down still serves what
+    /// does not need it), shares one connection attempt among concurrent callers, and
+    /// reconnects by itself afterwards.
+    conn: ConnectionManager,
 }
 
 /// GCRA in one atomic script, with the server's clock so that every Lambda instance
@@ -39,6 +37,21 @@ return {1, math.floor((tolerance - diff) / interval), 0, math.ceil(diff)}
     )
 });
 
+/// Stores ARGV[1]..'\n'..ARGV[2] unless KEYS[1] already holds version >= ARGV[1].
+static SET_VERSIONED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local v = tonumber(string.match(current, '^(-?%d+)\n'))
+  if v and v >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+return 1
+",
+    )
+});
+
 /// Deletes KEYS[1] only if it holds ARGV[1].
 static DELETE_IF_EQUALS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -52,7 +65,9 @@ return 0
 });
 
 impl RedisKv {
-    /// `extra_ca_pem` is added for `rediss://` URLs signed by a private CA.
+    /// `extra_ca_pem` is trusted for `rediss://` URLs signed by a private CA (instead of
+    /// the system roots: the redis client takes one root set). Must be called inside a
+    /// Tokio runtime.
     pub fn new(url: &str, extra_ca_pem: Option<&str>, timeout: Duration) -> Result<Self, KvError> {
         let client = match extra_ca_pem {
             Some(pem) if url.starts_with("rediss://") => {
@@ -62,23 +77,18 @@ impl RedisKv {
             _ => Client::open(url),
         }
         .map_err(|e| KvError::Other(format!("invalid Redis URL ({:?})", e.kind())))?;
-        Ok(RedisKv { client: Arc::new(client), timeout, conn: Arc::new(OnceCell::new()) })
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One quick retry, then report: the caller decides fail-open or closed.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
+        Ok(RedisKv { conn })
     }
 
     async fn conn(&self) -> Result<ConnectionManager, KvError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    // One quick retry, then report: the caller decides fail-open or closed.
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(200));
-                ConnectionManager::new_with_config(Client::clone(&self.client), config).await.map_err(classify)
-            })
-            .await?;
-        Ok(conn.clone())
+        Ok(self.conn.clone())
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
@@ -116,6 +126,24 @@ impl RedisKv {
         let removed: i64 =
             DELETE_IF_EQUALS.key(key).arg(value).invoke_async(&mut self.conn().await?).await.map_err(classify)?;
         Ok(removed > 0)
+    }
+
+    pub(super) async fn set_versioned(
+        &self,
+        key: &str,
+        version: i64,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let stored: i64 = SET_VERSIONED
+            .key(key)
+            .arg(version)
+            .arg(value)
+            .arg(ttl_millis(ttl))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(classify)?;
+        Ok(stored == 1)
     }
 
     pub(super) async fn throttle(&self, key: &str, limit: &Gcra) -> Result<Throttle, KvError> {
