@@ -2,6 +2,7 @@
 //! shapes AWS gives them: the Payment API router on HTTP, the notifier from a RabbitMQ
 //! consumer that builds `aws:rmq` events, csv-ingest from S3 `ObjectCreated` events.
 
+pub mod dev_keys;
 pub mod rmq_bridge;
 pub mod s3_feed;
 pub mod stack;

@@ -14,6 +14,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a JWT signed with the local stack's development key.
+    Token {
+        /// The merchant the token acts for (`merchant_id` claim).
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Comma-separated roles: merchant, support, admin.
+        #[arg(long, default_value = "merchant", value_delimiter = ',')]
+        roles: Vec<String>,
+        /// The `sub` claim (defaults to the merchant id, or "dev").
+        #[arg(long)]
+        subject: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
     /// Run the whole system locally: the Payment API, the notifier and csv-ingest.
     Up {
         /// Use the real services (MongoDB, Redis, RabbitMQ, S3/SQS emulator on loopback
@@ -40,7 +55,21 @@ const LOCAL_DEFAULTS: &[(&str, &str)] = &[
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Up { real, watch } = cli.command;
+    let (real, watch) = match cli.command {
+        Command::Up { real, watch } => (real, watch),
+        Command::Token { merchant, roles, subject, ttl } => {
+            std::process::exit(match token(merchant, roles, subject, ttl) {
+                Ok(t) => {
+                    println!("{t}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("settle: {e:#}");
+                    1
+                }
+            })
+        }
+    };
     let real = real || std::env::var("SETTLE_BACKEND").is_ok_and(|b| b == "real");
     if real {
         for (name, value) in LOCAL_DEFAULTS {
@@ -55,6 +84,19 @@ fn main() {
         eprintln!("settle: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn token(merchant: Option<String>, roles: Vec<String>, subject: Option<String>, ttl: i64) -> anyhow::Result<String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = settle_shared::Config::load(&Sources { env: &env, secrets: None }, Backend::Memory)?;
+    if config.jwt_key.is_some() || config.jwt_algorithm.is_some() {
+        anyhow::bail!("JWT settings are configured; `settle token` signs only with the development key");
+    }
+    if !(1..=config.jwt_max_lifetime.as_secs() as i64).contains(&ttl) {
+        anyhow::bail!("--ttl must be between 1 and {} seconds", config.jwt_max_lifetime.as_secs());
+    }
+    let subject = subject.or_else(|| merchant.clone()).unwrap_or_else(|| "dev".into());
+    settle_local::dev_keys::mint(&config, &subject, merchant.as_deref(), &roles, ttl)
 }
 
 async fn up(real: bool, watch: PathBuf) -> anyhow::Result<()> {

@@ -54,9 +54,9 @@ pub struct LocalStack {
 impl LocalStack {
     /// Starts the three functions and their feeds. With the real backend, every service is
     /// checked first and an unreachable one fails the start with one line naming it.
-    pub async fn start(config: Config, options: StackOptions) -> anyhow::Result<LocalStack> {
+    pub async fn start(mut config: Config, options: StackOptions) -> anyhow::Result<LocalStack> {
         let mut backends = Backends::connect(&config).await?;
-        let mut banner = Vec::new();
+        let mut banner: Vec<String> = crate::dev_keys::apply(&mut config).into_iter().map(|d| format!("dev default  {d}")).collect();
         if let ObjectStore::S3(s3) = &backends.objects {
             // The template creates the bucket in AWS; locally the stack does, before the
             // health check looks for it.
@@ -138,7 +138,19 @@ impl LocalStack {
             .await
             .map_err(|e| anyhow::anyhow!("SETTLE_HTTP_ADDR {}: {e}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
-        let app = settle_payment::router(settle_payment::AppState::new(config, backends.clone()));
+        let state = settle_payment::AppState::new(config, backends.clone())?;
+        state.prepare().await?;
+        // The outbox relay on a schedule, as a scheduled trigger would run it in AWS.
+        let relay_state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                if let Err(e) = relay_state.outbox.relay(&relay_state).await {
+                    tracing::warn!(error = %e, "outbox relay failed");
+                }
+            }
+        }));
+        let app = settle_payment::router(state);
         tasks.push(tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, service).await {

@@ -5,34 +5,97 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use settle_shared::auth::{JwtVerifier, KeyError, Revocations};
 use settle_shared::health::Status;
 use settle_shared::problem::Problem;
+use settle_shared::redact::Secret;
 use settle_shared::{telemetry, Backends, Config};
 use std::sync::Arc;
 use tracing::Instrument;
 
+pub mod admin;
+pub mod error;
+pub mod gateway_webhooks;
+pub mod guard;
+pub mod idempotency;
+pub mod input;
+pub mod outbox;
+pub mod payments;
+pub mod refunds;
+pub mod store;
+pub mod tokens;
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Token verification and revocation.
+pub struct Auth {
+    pub verifier: JwtVerifier,
+    pub revocations: Revocations,
+}
 
 /// Everything a handler needs, built once per cold start and shared by all requests.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub backends: Backends,
+    pub auth: Arc<Auth>,
+    pub outbox: Arc<outbox::Outbox>,
+    pub fingerprint_key: Arc<Secret>,
+    pub gateway_secret: Arc<Secret>,
 }
 
 impl AppState {
-    pub fn new(config: Config, backends: Backends) -> Self {
-        AppState { config: Arc::new(config), backends }
+    /// Fails, naming the setting, when the JWT or signing keys are missing or unusable.
+    pub fn new(config: Config, backends: Backends) -> Result<Self, KeyError> {
+        let missing = |name: &'static str| KeyError { name, reason: "is required but not set".into() };
+        let algorithm = config.jwt_algorithm.clone().ok_or_else(|| missing("SETTLE_JWT_ALGORITHM"))?;
+        let key = config.jwt_key.clone().ok_or_else(|| missing("SETTLE_JWT_KEY"))?;
+        let verifier =
+            JwtVerifier::new(&algorithm, &key, &config.jwt_issuer, &config.jwt_audience, config.jwt_max_lifetime)?;
+        let revocations = Revocations::new(backends.kv.clone(), &config.redis_prefix, config.jwt_max_lifetime);
+        let fingerprint_key = config.card_fingerprint_key.clone().ok_or_else(|| missing("SETTLE_CARD_FINGERPRINT_KEY"))?;
+        let gateway_secret = config.gateway_webhook_secret.clone().ok_or_else(|| missing("SETTLE_GATEWAY_WEBHOOK_SECRET"))?;
+        for (name, secret) in [("SETTLE_CARD_FINGERPRINT_KEY", &fingerprint_key), ("SETTLE_GATEWAY_WEBHOOK_SECRET", &gateway_secret)] {
+            if secret.expose().len() < 32 {
+                return Err(KeyError { name, reason: "must be at least 32 characters".into() });
+            }
+        }
+        Ok(AppState {
+            config: Arc::new(config),
+            backends,
+            auth: Arc::new(Auth { verifier, revocations }),
+            outbox: Arc::new(outbox::Outbox::default()),
+            fingerprint_key: Arc::new(fingerprint_key),
+            gateway_secret: Arc::new(gateway_secret),
+        })
+    }
+
+    /// Declares the indexes every query needs (idempotent; run at cold start).
+    pub async fn prepare(&self) -> Result<(), settle_shared::ports::documents::StoreError> {
+        self.backends.documents.ensure_indexes(&store::indexes()).await
     }
 }
 
 /// The whole API. The same value goes to `lambda_http::run` and to `axum::serve`.
 pub fn router(state: AppState) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/tokens", post(tokens::create_token))
+        .route("/v1/payments", post(payments::create_payment).get(payments::list_payments))
+        .route("/v1/payments/{id}", get(payments::get_payment))
+        .route("/v1/payments/{id}/refunds", post(refunds::create_refund).get(refunds::list_refunds))
+        .route("/v1/payments/{id}/refunds/{refund_id}", get(refunds::get_refund))
+        .route("/v1/payments/{id}/{action}", post(payments::payment_action))
+        .route("/v1/admin/revocations", post(admin::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/payments/{id}/3ds", get(payments::challenge_page))
+        .route("/v1/payments/{id}/3ds/{answer}", post(payments::challenge_answer))
+        .route("/v1/gateway/webhooks", post(gateway_webhooks::receive))
+        .merge(authenticated)
         .fallback(|| async { Problem::not_found() })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), trace_request))
@@ -89,10 +152,16 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
-        let env = |_: &str| None;
+        let env = |name: &str| match name {
+            "SETTLE_JWT_ALGORITHM" => Some("HS256".to_string()),
+            "SETTLE_JWT_KEY" | "SETTLE_CARD_FINGERPRINT_KEY" | "SETTLE_GATEWAY_WEBHOOK_SECRET" => {
+                Some("unit-test-secret-unit-test-secret-0123".to_string())
+            }
+            _ => None,
+        };
         let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Memory).unwrap();
         let backends = Backends::memory(&config);
-        router(AppState::new(config, backends))
+        router(AppState::new(config, backends).unwrap())
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {

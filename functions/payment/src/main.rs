@@ -8,5 +8,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     settle_shared::telemetry::init();
     let config = config::from_process_env(Backend::Real).await?;
     let backends = settle_shared::Backends::connect(&config).await?;
-    lambda_http::run(router(AppState::new(config, backends))).await
+    let state = AppState::new(config, backends)?;
+    if let Err(e) = state.prepare().await {
+        // Requests will answer 503 until MongoDB is back; the next cold start retries.
+        tracing::warn!(error = %e, "indexes not declared at cold start");
+    }
+    lambda_http::run(router(state)).await
 }

@@ -54,7 +54,9 @@ async fn real_backends(bucket: &str) -> Backends {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_samples_run_through_the_router_as_lambda_http_would() {
     let backends = real_backends("settle-settlements").await;
-    let app = settle_payment::router(settle_payment::AppState::new(config(Backend::Real, &[]), backends));
+    let mut config = config(Backend::Real, &[]);
+    settle_local::dev_keys::apply(&mut config);
+    let app = settle_payment::router(settle_payment::AppState::new(config, backends).unwrap());
     for (path, text) in samples("payment") {
         let request: ApiGatewayV2httpRequest = parse_round_trip(&path, &text);
         let expected_path = request.raw_path.clone().unwrap_or_default();

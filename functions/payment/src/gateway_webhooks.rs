@@ -1,0 +1,163 @@
+//! `POST /v1/gateway/webhooks`: the simulated gateway's asynchronous results (a refund
+//! that settled or failed later). Authenticated by HMAC-SHA256 over
+//! `<timestamp>.<raw body>` with the shared `SETTLE_GATEWAY_WEBHOOK_SECRET`, the
+//! timestamp within ±5 minutes, compared in constant time. The bytes checked are the
+//! exact bytes received (lambda_http has already undone API Gateway's base64).
+//! Each gateway event id is processed once.
+
+use crate::error::ApiError;
+use crate::outbox::{self, Origin};
+use crate::payments::view_json;
+use crate::refunds::refund_event_data;
+use crate::store::{cache_payment, load, now_ms, PaymentRecord, RefundRecord, GATEWAY_EVENTS, PAYMENTS, REFUNDS};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use settle_shared::domain::payment::{FailureCode, RefundStatus};
+use settle_shared::ports::documents::{Cond, StoreError, Write};
+use sha2::Sha256;
+
+pub const TIMESTAMP: HeaderName = HeaderName::from_static("settle-gateway-timestamp");
+pub const SIGNATURE: HeaderName = HeaderName::from_static("settle-gateway-signature");
+/// How far the timestamp may be from now, either way.
+pub const TOLERANCE_SECS: i64 = 300;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEvent {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: GatewayEventData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEventData {
+    refund: String,
+}
+
+/// `v1=<hex>` of HMAC-SHA256(secret, "<timestamp>.<body>"), for the gateway simulator
+/// and tests.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks the signature headers against the raw body.
+pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), ApiError> {
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let timestamp: i64 = text(&TIMESTAMP)
+        .ok_or(ApiError::BadSignature("missing Settle-Gateway-Timestamp"))?
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::BadSignature("Settle-Gateway-Timestamp is not a unix time"))?;
+    if (now - timestamp).abs() > TOLERANCE_SECS {
+        return Err(ApiError::BadSignature("timestamp outside the 5-minute tolerance"));
+    }
+    let header = text(&SIGNATURE).ok_or(ApiError::BadSignature("missing Settle-Gateway-Signature"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    // Several signatures may be sent (secret rotation); any valid one will do.
+    let valid = header.split([',', ' ']).filter_map(|s| s.trim().strip_prefix("v1=")).any(|hex_sig| {
+        hex::decode(hex_sig).is_ok_and(|sig| mac.clone().verify_slice(&sig).is_ok())
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadSignature("no valid v1 signature"))
+    }
+}
+
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    if body.len() > crate::input::BODY_LIMIT {
+        return Err(ApiError::PayloadTooLarge { limit: crate::input::BODY_LIMIT });
+    }
+    verify(state.gateway_secret.expose().as_bytes(), &headers, &body, chrono::Utc::now().timestamp())?;
+    let event: GatewayEvent = crate::input::parse_json(&body)?;
+    if event.id.is_empty() || event.id.len() > 128 {
+        return Err(ApiError::field("id", "1 to 128 characters"));
+    }
+    let outcome = match event.kind.as_str() {
+        "refund.failed" => RefundStatus::Failed,
+        "refund.succeeded" => RefundStatus::Succeeded,
+        _ => return Err(ApiError::field("type", "expected refund.failed or refund.succeeded")),
+    };
+    let refund_id = settle_shared::domain::ids::RefundId::parse(&event.data.refund)
+        .map_err(|e| ApiError::field("data.refund", e.to_string()))?;
+    let origin = Origin { correlation_id: Some(event.id.clone()), idempotency_key: None };
+
+    for attempt in 0..50u32 {
+        if state.backends.documents.get(GATEWAY_EVENTS, &event.id).await?.is_some() {
+            return Ok(Json(serde_json::json!({"received": true, "duplicate": true})).into_response());
+        }
+        let refund: RefundRecord =
+            load(&state, REFUNDS, refund_id.as_str()).await?.ok_or_else(|| ApiError::field("data.refund", "no such refund"))?;
+        let payment: PaymentRecord = load(&state, PAYMENTS, &refund.payment_id).await?.ok_or(ApiError::NotFound("payment"))?;
+        if refund.status != RefundStatus::Pending {
+            return Err(ApiError::InvalidState {
+                detail: format!("refund is already {:?}", refund.status).to_lowercase(),
+                current: payment.status,
+            });
+        }
+        let now = now_ms();
+        let mut next_refund = refund.clone();
+        next_refund.status = outcome;
+        next_refund.updated = now;
+        let mut next_payment = payment.clone();
+        next_payment.version += 1;
+        next_payment.updated = now;
+        if outcome == RefundStatus::Failed {
+            next_refund.failure_code = Some(FailureCode::RefundFailed);
+            // The money was never returned: it is refundable again.
+            next_payment.amount_refunded -= refund.amount;
+        }
+        let event_type = if outcome == RefundStatus::Failed { "refund.failed" } else { "refund.succeeded" };
+        let mut data = refund_event_data(&next_refund);
+        data["payment_data"] = view_json(&next_payment);
+        let events = vec![outbox::event(event_type, &refund.merchant_id, &refund.id, next_payment.version, data, &origin)];
+        let refund_set = serde_json::json!({"status": outcome, "failure_code": next_refund.failure_code, "updated": now});
+        let payment_set = serde_json::json!({
+            "amount_refunded": next_payment.amount_refunded, "version": next_payment.version, "updated": now
+        });
+        let received = serde_json::json!({"_id": event.id, "type": event.kind, "refund": refund.id, "received": now});
+        let mut writes = vec![
+            Write::Insert { collection: GATEWAY_EVENTS.into(), doc: received.as_object().cloned().unwrap_or_default() },
+            Write::Update {
+                collection: REFUNDS.into(),
+                id: refund.id.clone(),
+                conds: vec![Cond::eq("status", "pending")],
+                set: refund_set.as_object().cloned().unwrap_or_default(),
+            },
+            Write::Update {
+                collection: PAYMENTS.into(),
+                id: payment.id.clone(),
+                conds: vec![Cond::eq("version", payment.version)],
+                set: payment_set.as_object().cloned().unwrap_or_default(),
+            },
+        ];
+        writes.extend(events.iter().map(outbox::write));
+        match state.backends.documents.transaction(writes).await {
+            Ok(()) => {
+                state.outbox.publish_committed(&state, &events).await;
+                cache_payment(&state, &next_payment).await;
+                return Ok(Json(serde_json::json!({"received": true, "duplicate": false})).into_response());
+            }
+            Err(StoreError::Conflict(_)) | Err(StoreError::Duplicate { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt % 8) * 3)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("MongoDB (too much contention on this refund)"))
+}

@@ -1,0 +1,190 @@
+//! Idempotency keys, as Stripe defines them: a POST that moves money or creates an
+//! object needs an `Idempotency-Key`; a repeat with the same key and request gets the
+//! stored response byte for byte (plus `Idempotent-Replayed: true`) without touching
+//! MongoDB or RabbitMQ; the same key with another request is refused; concurrent
+//! requests with one key execute once. Records live 24 hours in Redis. Idempotency fails
+//! closed: without Redis such a POST is refused (503), since it could not be de-duplicated.
+
+use crate::error::ApiError;
+use crate::guard::Caller;
+use crate::AppState;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long a response is kept for replay.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a request may hold its key; a lock left by a crashed invocation expires.
+pub const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a concurrent request waits for the first one to finish before it is told
+/// to retry (`409 idempotency_key_in_use`).
+const WAIT_FOR_OWNER: Duration = Duration::from_secs(3);
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    fingerprint: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Headers worth replaying; the rest (request id, rate-limit state) describe the replay.
+const REPLAYED_HEADERS: &[&str] = &["content-type", "location", "retry-after"];
+
+/// The validated `Idempotency-Key` of a request (1 to 255 printable ASCII characters).
+pub fn key_of(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers.get(&IDEMPOTENCY_KEY).ok_or(ApiError::IdempotencyKeyMissing)?;
+    let key = value.to_str().map_err(|_| ApiError::IdempotencyKeyInvalid)?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(ApiError::IdempotencyKeyInvalid);
+    }
+    Ok(key.to_string())
+}
+
+/// What makes two requests "the same": method, path and body (JSON compared by value,
+/// so key order and white space do not matter).
+fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok())
+        .unwrap_or_else(|| body.to_vec());
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update([0]);
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(&canonical);
+    hex::encode(h.finalize())
+}
+
+/// Runs `execute` at most once per (merchant or subject, key).
+pub async fn once<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    execute: F,
+) -> Response
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    match run(state, caller, headers, method, path, body, execute).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    execute: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let key = key_of(headers)?;
+    let scope = caller
+        .principal
+        .merchant_id
+        .as_ref()
+        .map_or_else(|| format!("sub:{}", caller.principal.subject), |m| m.to_string());
+    let hashed = hex::encode(Sha256::digest(format!("{scope}\0{key}").as_bytes()));
+    let record_key = format!("{}idem:{hashed}", state.config.redis_prefix);
+    let lock_key = format!("{}idem-lock:{hashed}", state.config.redis_prefix);
+    let fp = fingerprint(method, path, body);
+    let kv = &state.backends.kv;
+    let unavailable = |e: settle_shared::ports::kv::KvError| {
+        tracing::warn!(error = %e, "idempotency store unavailable; failing closed");
+        ApiError::Unavailable("the idempotency store (Redis)")
+    };
+
+    if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
+        return replay(&stored, &fp);
+    }
+    let owner = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + WAIT_FOR_OWNER;
+    loop {
+        if kv.set_if_absent(&lock_key, owner.as_bytes(), LOCK_TTL).await.map_err(unavailable)? {
+            break;
+        }
+        // Someone else holds the key: wait for their response to replay it.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
+            return replay(&stored, &fp);
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::IdempotencyKeyInUse);
+        }
+    }
+    // Between our first look and taking the lock, the previous owner may have finished.
+    if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
+        kv.delete_if_equals(&lock_key, owner.as_bytes()).await.ok();
+        return replay(&stored, &fp);
+    }
+
+    let response = match execute(key).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| ApiError::Internal(e.into()))?;
+    // 5xx are not stored: the request may be retried with the same key.
+    if !parts.status.is_server_error() {
+        let stored = Stored {
+            fingerprint: fp,
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter(|(n, _)| REPLAYED_HEADERS.contains(&n.as_str()))
+                .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        };
+        let encoded = serde_json::to_vec(&stored).map_err(|e| ApiError::Internal(e.into()))?;
+        if let Err(e) = kv.set(&record_key, &encoded, Some(RETENTION)).await {
+            // The change is committed; only the replay record is missing. Keep the lock
+            // until it expires so that a quick retry waits rather than executes again.
+            tracing::error!(error = %e, "idempotency record not stored");
+            return Ok(Response::from_parts(parts, Body::from(bytes)));
+        }
+    }
+    kv.delete_if_equals(&lock_key, owner.as_bytes()).await.ok();
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+fn replay(stored: &[u8], fingerprint: &str) -> Result<Response, ApiError> {
+    let stored: Stored = serde_json::from_slice(stored).map_err(|e| ApiError::Internal(e.into()))?;
+    if stored.fingerprint != fingerprint {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let body = base64::engine::general_purpose::STANDARD.decode(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    if !response.headers().contains_key(header::CONTENT_TYPE) {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(response)
+}

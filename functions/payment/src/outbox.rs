@@ -1,0 +1,182 @@
+//! The transactional outbox: events are written in the same MongoDB transaction as the
+//! change they describe, published with broker confirms right after the commit, and
+//! re-published by a relay if that failed (broker down). Publishing is at least once;
+//! a repeated publish carries the same event id.
+
+use crate::store::{now_ms, OUTBOX};
+use crate::AppState;
+use serde_json::json;
+use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
+use settle_shared::ports::documents::{Cond, Order, Query, Write};
+use settle_shared::ports::events::OutgoingMessage;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The relay leaves events younger than this to the request that wrote them.
+const RELAY_GRACE: Duration = Duration::from_secs(5);
+/// How often one instance drains the outbox on its own.
+const RELAY_EVERY: Duration = Duration::from_secs(10);
+/// After a failed publish, requests stop trying in-line for this long (the relay keeps
+/// trying), so that a broker outage does not add its timeout to every request.
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Outbox {
+    paused_until: Mutex<Option<Instant>>,
+    last_relay_ms: AtomicI64,
+    relaying: tokio::sync::Mutex<()>,
+}
+
+/// Where an event came from: the request's correlation id and Idempotency-Key travel
+/// with it (CloudEvents extensions and AMQP headers).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub correlation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Builds a Settle event about `subject` (a payment or refund id).
+pub fn event(
+    event_type: &str,
+    merchant_id: &str,
+    subject: &str,
+    sequence: i64,
+    data: serde_json::Value,
+    origin: &Origin,
+) -> CloudEvent {
+    let mut e = CloudEvent::new(event_type, "/settle/payment", data);
+    e.subject = Some(subject.to_string());
+    e.merchantid = Some(merchant_id.to_string());
+    e.correlationid = origin.correlation_id.clone();
+    e.idempotencykey = origin.idempotency_key.clone();
+    e.sequence = Some(sequence);
+    e
+}
+
+/// The outbox record of `event`, to add to the transaction of the change.
+pub fn write(event: &CloudEvent) -> Write {
+    let doc = json!({
+        "_id": event.id,
+        "status": "pending",
+        "routing_key": event.event_type,
+        "body": String::from_utf8_lossy(&event.to_json()),
+        "correlation_id": event.correlationid,
+        "idempotency_key": event.idempotencykey,
+        "created": now_ms(),
+    });
+    Write::Insert { collection: OUTBOX.into(), doc: doc.as_object().cloned().unwrap_or_default() }
+}
+
+impl Outbox {
+    /// Publishes just-committed events. Failures are logged, not returned: the change is
+    /// committed and its events are safe in the outbox for the relay.
+    pub async fn publish_committed(&self, state: &AppState, events: &[CloudEvent]) {
+        if events.is_empty() || self.paused() {
+            return;
+        }
+        for e in events {
+            let message = OutgoingMessage {
+                routing_key: e.event_type.clone(),
+                message_id: e.id.clone(),
+                content_type: CLOUDEVENTS_JSON.into(),
+                headers: headers(e.correlationid.as_deref(), e.idempotencykey.as_deref()),
+                body: e.to_json(),
+            };
+            if !self.publish_one(state, &e.id, &message).await {
+                return;
+            }
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() < t)
+    }
+
+    async fn publish_one(&self, state: &AppState, id: &str, message: &OutgoingMessage) -> bool {
+        match state.backends.bus.publish(&state.backends.topology.exchange, message).await {
+            Ok(()) => {
+                let set = json!({"status": "published", "published_at": now_ms()});
+                let done = state
+                    .backends
+                    .documents
+                    .update(OUTBOX, id, vec![Cond::eq("status", "pending")], set.as_object().cloned().unwrap_or_default())
+                    .await;
+                if let Err(e) = done {
+                    // Published but not marked: the relay will publish it again, same id.
+                    tracing::warn!(error = %e, event = id, "event published but outbox not updated");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, event = id, "publish failed; the outbox relay will retry");
+                *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+                false
+            }
+        }
+    }
+
+    /// Publishes pending events older than the grace period, oldest first. Returns how
+    /// many were published.
+    pub async fn relay(&self, state: &AppState) -> anyhow::Result<usize> {
+        let Ok(_guard) = self.relaying.try_lock() else { return Ok(0) };
+        self.last_relay_ms.store(now_ms(), Ordering::Relaxed);
+        let cutoff = now_ms() - RELAY_GRACE.as_millis() as i64;
+        let query = Query::new()
+            .filter(Cond::eq("status", "pending"))
+            .filter(Cond::new("created", settle_shared::ports::documents::Op::Lte, cutoff))
+            .sort("created", Order::Asc)
+            .limit(200);
+        let pending = state.backends.documents.find(OUTBOX, &query).await?;
+        let mut published = 0;
+        for doc in pending {
+            let text = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            let (Some(id), Some(routing_key), Some(body)) = (text("_id"), text("routing_key"), text("body")) else {
+                continue;
+            };
+            let message = OutgoingMessage {
+                routing_key,
+                message_id: id.clone(),
+                content_type: CLOUDEVENTS_JSON.into(),
+                headers: headers(text("correlation_id").as_deref(), text("idempotency_key").as_deref()),
+                body: body.into_bytes(),
+            };
+            if !self.publish_one(state, &id, &message).await {
+                break;
+            }
+            published += 1;
+        }
+        if published > 0 {
+            *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            tracing::info!(published, "outbox relay published pending events");
+        }
+        Ok(published)
+    }
+
+    /// Starts a relay run in the background if this instance has not run one lately.
+    pub fn relay_if_due(&self, state: &AppState) {
+        let last = self.last_relay_ms.load(Ordering::Relaxed);
+        if now_ms() - last < RELAY_EVERY.as_millis() as i64 {
+            return;
+        }
+        self.last_relay_ms.store(now_ms(), Ordering::Relaxed);
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.outbox.relay(&state).await {
+                tracing::warn!(error = %e, "outbox relay failed");
+            }
+        });
+    }
+}
+
+fn headers(correlation_id: Option<&str>, idempotency_key: Option<&str>) -> BTreeMap<String, String> {
+    let mut h = BTreeMap::new();
+    if let Some(c) = correlation_id {
+        h.insert("correlation-id".to_string(), c.to_string());
+    }
+    if let Some(k) = idempotency_key {
+        h.insert("idempotency-key".to_string(), k.to_string());
+    }
+    h
+}

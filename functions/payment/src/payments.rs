@@ -1,0 +1,531 @@
+//! Payments, as Stripe's PaymentIntent: create, read, list, confirm, capture, cancel, and
+//! the 3-D Secure challenge page. Every change is a conditional update on the payment's
+//! version, in one transaction with its outbox event; a lost race re-reads and decides
+//! again.
+
+use crate::error::ApiError;
+use crate::guard::Caller;
+use crate::input::{int_param, query_params, Input};
+use crate::outbox::{self, Origin};
+use crate::store::{self, cache_payment, cached_payment, load, now_ms, to_doc, PaymentRecord, TokenRecord, PAYMENTS, TOKENS};
+use crate::{idempotency, AppState, CORRELATION_ID};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use settle_shared::domain::ids::PaymentId;
+use settle_shared::domain::money::{Amount, Currency};
+use settle_shared::domain::payment::{
+    transition, Action, CaptureMethod, FailureCode, PaymentFacts, PaymentStatus, TransitionError,
+};
+use settle_shared::ports::documents::{Cond, Op, Order, Query, StoreError, Write};
+use std::collections::BTreeMap;
+use subtle::ConstantTimeEq;
+
+pub const MAX_METADATA: usize = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    amount: i64,
+    currency: String,
+    token: String,
+    #[serde(default)]
+    capture_method: CaptureMethod,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    /// Confirm at once (Stripe's `confirm=true`); otherwise the payment waits in
+    /// `requires_confirmation` for `POST /v1/payments/{id}/confirm`.
+    #[serde(default)]
+    confirm: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CapturePayment {
+    /// Defaults to the whole authorised amount.
+    #[serde(default)]
+    amount_to_capture: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
+#[derive(Debug, Serialize)]
+pub struct PaymentError {
+    pub code: FailureCode,
+    pub retryable: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NextAction {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub redirect_to_url: RedirectToUrl,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RedirectToUrl {
+    pub url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CardView {
+    pub brand: settle_shared::domain::card::Brand,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PaymentView {
+    pub id: String,
+    pub object: &'static str,
+    pub merchant_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub capture_method: CaptureMethod,
+    pub status: PaymentStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub token: String,
+    pub card: CardView,
+    pub amount_captured: i64,
+    pub amount_refunded: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_payment_error: Option<PaymentError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_action: Option<NextAction>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+pub fn view(p: &PaymentRecord) -> PaymentView {
+    let next_action = match (p.status, &p.challenge, &p.challenge_base) {
+        (PaymentStatus::RequiresAction, Some(secret), Some(base)) => Some(NextAction {
+            kind: "redirect_to_url",
+            redirect_to_url: RedirectToUrl { url: format!("{base}/v1/payments/{}/3ds?challenge={secret}", p.id) },
+        }),
+        _ => None,
+    };
+    PaymentView {
+        id: p.id.clone(),
+        object: "payment",
+        merchant_id: p.merchant_id.clone(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        capture_method: p.capture_method,
+        status: p.status,
+        description: p.description.clone(),
+        metadata: p.metadata.clone(),
+        token: p.token_id.clone(),
+        card: CardView {
+            brand: p.card.brand,
+            last4: p.card.last4.clone(),
+            exp_month: p.card.exp_month,
+            exp_year: p.card.exp_year,
+        },
+        amount_captured: p.amount_captured,
+        amount_refunded: p.amount_refunded,
+        last_payment_error: p.failure_code.map(|code| PaymentError { code, retryable: code.retryable() }),
+        next_action,
+        created: p.created / 1000,
+    }
+}
+
+pub fn view_json(p: &PaymentRecord) -> serde_json::Value {
+    serde_json::to_value(view(p)).unwrap_or_default()
+}
+
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if metadata.len() > MAX_METADATA {
+        return Err(ApiError::field("metadata", format!("at most {MAX_METADATA} keys")));
+    }
+    for (k, v) in metadata {
+        let key_ok = (1..=40).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !key_ok {
+            return Err(ApiError::field("metadata", "keys are 1 to 40 letters, digits, '_' or '-'"));
+        }
+        if v.chars().count() > 500 || v.chars().any(char::is_control) {
+            return Err(ApiError::field(format!("metadata.{k}"), "at most 500 printable characters"));
+        }
+    }
+    Ok(())
+}
+
+/// The scheme and host the client called, for links back to this API.
+pub fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .unwrap_or("localhost");
+    let proto = match headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if host.starts_with("127.0.0.1") || host.starts_with("localhost") => "http",
+        _ => "https",
+    };
+    format!("{proto}://{host}")
+}
+
+pub fn origin(headers: &HeaderMap, idempotency_key: Option<String>) -> Origin {
+    Origin {
+        correlation_id: headers.get(&CORRELATION_ID).and_then(|v| v.to_str().ok()).map(str::to_string),
+        idempotency_key,
+    }
+}
+
+pub fn parse_payment_id(id: &str) -> Result<PaymentId, ApiError> {
+    PaymentId::parse(id).map_err(|_| ApiError::NotFound("payment"))
+}
+
+pub async fn create_payment(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    method: Method,
+    headers: HeaderMap,
+    input: Input<CreatePayment>,
+) -> Response {
+    let raw = input.raw.clone();
+    idempotency::once(&state, &caller, &headers, &method, "/v1/payments", &raw, |key| {
+        let (state, caller, headers) = (&state, &caller, &headers);
+        async move {
+        let merchant = caller.merchant()?.to_string();
+        let req = input.value;
+        let amount = Amount::new(req.amount).map_err(|e| ApiError::field("amount", e.to_string()))?;
+        let currency: Currency = req.currency.parse().map_err(|e: settle_shared::domain::money::MoneyError| ApiError::field("currency", e.to_string()))?;
+        if let Some(d) = &req.description {
+            if d.chars().count() > 1000 || d.chars().any(char::is_control) {
+                return Err(ApiError::field("description", "at most 1000 printable characters"));
+            }
+        }
+        check_metadata(&req.metadata)?;
+        let token_id = settle_shared::domain::ids::TokenId::parse(&req.token)
+            .map_err(|e| ApiError::field("token", e.to_string()))?;
+        let token: TokenRecord = load(&state, TOKENS, token_id.as_str())
+            .await?
+            .filter(|t: &TokenRecord| t.merchant_id == merchant)
+            .ok_or_else(|| ApiError::field("token", "no such token"))?;
+        let now = now_ms();
+        let mut record = PaymentRecord {
+            id: PaymentId::generate().to_string(),
+            merchant_id: merchant,
+            amount: amount.minor_units(),
+            currency: currency.code().to_string(),
+            capture_method: req.capture_method,
+            status: PaymentStatus::RequiresConfirmation,
+            description: req.description,
+            metadata: req.metadata,
+            token_id: token.id,
+            card: token.card,
+            profile: token.profile,
+            amount_captured: 0,
+            amount_refunded: 0,
+            failure_code: None,
+            challenge: None,
+            challenge_base: None,
+            created: now,
+            updated: now,
+            version: 1,
+        };
+        let origin = origin(&headers, Some(key));
+        let mut events = Vec::new();
+        if req.confirm {
+            let facts = facts(&record);
+            let t = transition(&facts, Action::Confirm).map_err(state_error(record.status))?;
+            apply(&mut record, &t, &base_url(&headers));
+            if let Some(event_type) = t.event {
+                events.push(outbox::event(event_type, &record.merchant_id, &record.id, record.version, view_json(&record), &origin));
+            }
+        }
+        let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
+        writes.extend(events.iter().map(outbox::write));
+        state.backends.documents.transaction(writes).await?;
+        state.outbox.publish_committed(&state, &events).await;
+        cache_payment(&state, &record).await;
+        let location = format!("/v1/payments/{}", record.id);
+        Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
+    }})
+    .await
+}
+
+fn facts(p: &PaymentRecord) -> PaymentFacts {
+    PaymentFacts { status: p.status, capture_method: p.capture_method, amount: p.amount, profile: p.profile }
+}
+
+fn state_error(current: PaymentStatus) -> impl Fn(TransitionError) -> ApiError {
+    move |e| match e {
+        TransitionError::Illegal { .. } => ApiError::InvalidState { detail: e.to_string(), current },
+        TransitionError::CaptureAmount { .. } => ApiError::field("amount_to_capture", e.to_string()),
+    }
+}
+
+/// Applies a transition to the record (not yet stored).
+fn apply(p: &mut PaymentRecord, t: &settle_shared::domain::payment::Transition, base: &str) {
+    p.status = t.status;
+    p.failure_code = t.failure;
+    if let Some(captured) = t.captured {
+        p.amount_captured = captured;
+    }
+    if t.status == PaymentStatus::RequiresAction {
+        p.challenge = Some(hex::encode(rand::random::<[u8; 16]>()));
+        p.challenge_base = Some(base.to_string());
+    } else {
+        p.challenge = None;
+        p.challenge_base = None;
+    }
+    p.version += 1;
+    p.updated = now_ms();
+}
+
+/// Who may act on a payment: its merchant, or the holder of its 3-D Secure challenge.
+pub enum Actor<'a> {
+    Merchant(&'a str),
+    Challenge(&'a str),
+}
+
+/// Loads, checks, transitions and stores a payment, retrying on lost races.
+pub async fn act(
+    state: &AppState,
+    id: &str,
+    actor: Actor<'_>,
+    action: Action,
+    origin: &Origin,
+    base: &str,
+) -> Result<PaymentRecord, ApiError> {
+    for attempt in 0..50u32 {
+        let current: PaymentRecord = load(state, PAYMENTS, id).await?.ok_or(ApiError::NotFound("payment"))?;
+        let allowed = match actor {
+            Actor::Merchant(m) => current.merchant_id == m,
+            Actor::Challenge(secret) => {
+                current.challenge.as_deref().is_some_and(|c| bool::from(c.as_bytes().ct_eq(secret.as_bytes())))
+            }
+        };
+        if !allowed {
+            return Err(ApiError::NotFound("payment"));
+        }
+        let t = transition(&facts(&current), action).map_err(state_error(current.status))?;
+        let mut next = current.clone();
+        apply(&mut next, &t, base);
+        let events: Vec<_> = t
+            .event
+            .map(|et| outbox::event(et, &next.merchant_id, &next.id, next.version, view_json(&next), origin))
+            .into_iter()
+            .collect();
+        let mut set = to_doc(&next)?;
+        set.remove("_id");
+        // Fields that are now absent must be cleared, not left behind.
+        for field in ["failure_code", "challenge", "challenge_base"] {
+            set.entry(field.to_string()).or_insert(serde_json::Value::Null);
+        }
+        let mut writes = vec![Write::Update {
+            collection: PAYMENTS.into(),
+            id: next.id.clone(),
+            conds: vec![Cond::eq("version", current.version)],
+            set,
+        }];
+        writes.extend(events.iter().map(outbox::write));
+        match state.backends.documents.transaction(writes).await {
+            Ok(()) => {
+                state.outbox.publish_committed(state, &events).await;
+                cache_payment(state, &next).await;
+                return Ok(next);
+            }
+            Err(StoreError::Conflict(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt % 8) * 3)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("MongoDB (too much contention on this payment)"))
+}
+
+/// `POST /v1/payments/{id}/{confirm|capture|cancel}`.
+pub async fn payment_action(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, verb)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    input: Input<serde_json::Value>,
+) -> Response {
+    let path = format!("/v1/payments/{id}/{verb}");
+    let raw = input.raw.clone();
+    idempotency::once(&state, &caller, &headers, &method, &path, &raw, |key| {
+        let (state, caller, headers) = (&state, &caller, &headers);
+        async move {
+        let merchant = caller.merchant()?.to_string();
+        let id = parse_payment_id(&id)?;
+        let action = match verb.as_str() {
+            "confirm" => {
+                crate::input::parse_json::<EmptyBody>(&input.raw)?;
+                Action::Confirm
+            }
+            "cancel" => {
+                crate::input::parse_json::<EmptyBody>(&input.raw)?;
+                Action::Cancel
+            }
+            "capture" => {
+                let body: CapturePayment = crate::input::parse_json(&input.raw)?;
+                let current: PaymentRecord = load(&state, PAYMENTS, id.as_str())
+                    .await?
+                    .filter(|p: &PaymentRecord| p.merchant_id == merchant)
+                    .ok_or(ApiError::NotFound("payment"))?;
+                Action::Capture { amount: body.amount_to_capture.unwrap_or(current.amount) }
+            }
+            _ => return Err(ApiError::NotFound("action")),
+        };
+        let record = act(&state, id.as_str(), Actor::Merchant(&merchant), action, &origin(&headers, Some(key)), &base_url(&headers)).await?;
+        Ok(Json(view(&record)).into_response())
+    }})
+    .await
+}
+
+pub async fn get_payment(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_payment_id(&id)?;
+    let record = cached_payment(&state, id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
+    if !caller.can_read(&record.merchant_id)? {
+        return Err(ApiError::NotFound("payment"));
+    }
+    Ok(Json(view(&record)).into_response())
+}
+
+#[derive(Debug, Serialize)]
+pub struct PaymentList {
+    pub object: &'static str,
+    pub data: Vec<PaymentView>,
+    pub has_more: bool,
+}
+
+/// `GET /v1/payments`: newest first; `limit` (1–100, default 10), `starting_after` (a
+/// payment id: the page after it), `status`, `created_gte` / `created_lte` (unix
+/// seconds), and for support `merchant_id`.
+pub async fn list_payments(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = query_params(
+        raw.as_deref(),
+        &["limit", "starting_after", "status", "created_gte", "created_lte", "merchant_id"],
+    )?;
+    let limit = int_param(&params, "limit", 1..=100)?.unwrap_or(10) as u32;
+    let mut query = Query::new().sort("_id", Order::Desc).limit(limit + 1);
+    match (caller.read_scope()?, params.get("merchant_id")) {
+        (Some(own), _) => query = query.filter(Cond::eq("merchant_id", own.as_str())),
+        (None, Some(m)) => {
+            let m = settle_shared::domain::ids::MerchantId::parse(m).map_err(|e| ApiError::field("merchant_id", e.to_string()))?;
+            query = query.filter(Cond::eq("merchant_id", m.as_str()));
+        }
+        (None, None) => {}
+    }
+    if let Some(s) = params.get("status") {
+        let status = PaymentStatus::parse(s).ok_or_else(|| ApiError::field("status", "not a payment status"))?;
+        query = query.filter(Cond::eq("status", status.as_str()));
+    }
+    if let Some(after) = params.get("starting_after") {
+        let after = PaymentId::parse(after).map_err(|e| ApiError::field("starting_after", e.to_string()))?;
+        query = query.filter(Cond::new("_id", Op::Lt, after.as_str()));
+    }
+    let seconds = 0..=4_102_444_800; // up to 2100-01-01
+    if let Some(gte) = int_param(&params, "created_gte", seconds.clone())? {
+        query = query.filter(Cond::new("created", Op::Gte, gte * 1000));
+    }
+    if let Some(lte) = int_param(&params, "created_lte", seconds)? {
+        query = query.filter(Cond::new("created", Op::Lte, lte * 1000 + 999));
+    }
+    let docs = state.backends.documents.find(PAYMENTS, &query).await?;
+    let has_more = docs.len() > limit as usize;
+    let data = docs
+        .into_iter()
+        .take(limit as usize)
+        .map(|d| store::from_doc::<PaymentRecord>(d).map(|p| view(&p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(PaymentList { object: "list", data, has_more }).into_response())
+}
+
+fn challenge_param(raw: Option<&str>) -> Result<String, ApiError> {
+    let params = query_params(raw, &["challenge"])?;
+    params.get("challenge").cloned().ok_or_else(|| ApiError::field("challenge", "is required"))
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let csp = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+    (status, [(header::CONTENT_SECURITY_POLICY, csp), (header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
+}
+
+fn format_amount(minor: i64, currency: &str) -> String {
+    let exponent = currency.parse::<Currency>().map_or(2, |c| u32::from(c.exponent()));
+    if exponent == 0 {
+        return format!("{minor} {currency}");
+    }
+    let scale = 10_i64.pow(exponent);
+    format!("{}.{:0width$} {currency}", minor / scale, minor % scale, width = exponent as usize)
+}
+
+/// `GET /v1/payments/{id}/3ds?challenge=…`: the simulated issuer's challenge page.
+pub async fn challenge_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = parse_payment_id(&id)?;
+    let secret = challenge_param(raw.as_deref())?;
+    let p: PaymentRecord = load(&state, PAYMENTS, id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
+    let valid = p.challenge.as_deref().is_some_and(|c| bool::from(c.as_bytes().ct_eq(secret.as_bytes())));
+    if !valid || p.status != PaymentStatus::RequiresAction {
+        return Err(ApiError::NotFound("challenge"));
+    }
+    // Ids, amounts and the hex secret contain no markup characters.
+    let page = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Settle 3-D Secure</title>
+<style>body{{font-family:sans-serif;max-width:28rem;margin:3rem auto}}button{{font-size:1.1rem;padding:.5rem 1.5rem;margin:.5rem}}</style></head>
+<body><h1>Confirm this payment</h1>
+<p>Test issuer challenge for payment <code>{id}</code>: <strong>{amount}</strong> to <code>{merchant}</code>, card ending {last4}.</p>
+<form method="post" action="/v1/payments/{id}/3ds/approve?challenge={secret}"><button id="approve" type="submit">Approve</button></form>
+<form method="post" action="/v1/payments/{id}/3ds/reject?challenge={secret}"><button id="reject" type="submit">Reject</button></form>
+</body></html>"#,
+        amount = format_amount(p.amount, &p.currency),
+        merchant = p.merchant_id,
+        last4 = p.card.last4,
+    );
+    Ok(html(StatusCode::OK, page))
+}
+
+/// `POST /v1/payments/{id}/3ds/{approve|reject}?challenge=…`, posted by the page.
+pub async fn challenge_answer(
+    State(state): State<AppState>,
+    Path((id, answer)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_payment_id(&id)?;
+    let secret = challenge_param(raw.as_deref())?;
+    let action = match answer.as_str() {
+        "approve" => Action::ApproveChallenge,
+        "reject" => Action::RejectChallenge,
+        _ => return Err(ApiError::NotFound("action")),
+    };
+    let p = act(&state, id.as_str(), Actor::Challenge(&secret), action, &origin(&headers, None), &base_url(&headers)).await?;
+    let outcome = match (p.status, p.failure_code) {
+        (PaymentStatus::Failed, Some(code)) => format!("Payment failed ({}).", serde_json::to_value(code).unwrap_or_default().as_str().unwrap_or("failed")),
+        (status, _) => format!("Payment {}.", status.as_str().replace('_', " ")),
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Settle 3-D Secure</title></head>\
+         <body><h1 id=\"outcome\" data-status=\"{status}\">{outcome}</h1><p>You can close this window.</p></body></html>",
+        status = p.status.as_str()
+    );
+    Ok(html(StatusCode::OK, page))
+}
