@@ -56,7 +56,8 @@ impl LocalStack {
     /// checked first and an unreachable one fails the start with one line naming it.
     pub async fn start(mut config: Config, options: StackOptions) -> anyhow::Result<LocalStack> {
         let mut backends = Backends::connect(&config).await?;
-        let mut banner: Vec<String> = crate::dev_keys::apply(&mut config).into_iter().map(|d| format!("dev default  {d}")).collect();
+        let mut banner: Vec<String> =
+            crate::dev_keys::apply(&mut config).into_iter().map(|d| format!("dev default  {d}")).collect();
         if let ObjectStore::S3(s3) = &backends.objects {
             // The template creates the bucket in AWS; locally the stack does, before the
             // health check looks for it.

@@ -32,10 +32,10 @@ pub struct Revoke {
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    input: Input<Revoke>,
+    input: Input,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &caller)?;
-    let r = input.value;
+    let r: Revoke = input.parse()?;
     let now = chrono::Utc::now().timestamp();
     let before = r.before.unwrap_or(now + 1);
     let revocations = &state.auth.revocations;

@@ -73,8 +73,9 @@ impl IntoResponse for ApiError {
                     .with_detail(format!("{field}: {detail}"))
                     .with_field(field.clone())
             }
-            ApiError::MalformedJson(_) => Problem::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
-                .with_detail(self.to_string()),
+            ApiError::MalformedJson(_) => {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON").with_detail(self.to_string())
+            }
             ApiError::UnsupportedMediaType => {
                 Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported Media Type")
                     .with_detail(self.to_string())
@@ -92,7 +93,9 @@ impl IntoResponse for ApiError {
                 };
                 let detail = match e {
                     // The store's error text stays in the log.
-                    AuthError::Unavailable(_) => "token revocation cannot be checked right now; retry later".to_string(),
+                    AuthError::Unavailable(_) => {
+                        "token revocation cannot be checked right now; retry later".to_string()
+                    }
                     other => other.to_string(),
                 };
                 let mut p = Problem::new(status, kind, title).with_detail(detail.clone());
@@ -113,8 +116,9 @@ impl IntoResponse for ApiError {
             ApiError::AddressNotAllowed => {
                 Problem::new(StatusCode::FORBIDDEN, "address_not_allowed", "Forbidden").with_detail(self.to_string())
             }
-            ApiError::NotFound(what) => Problem::new(StatusCode::NOT_FOUND, "not_found", "Not Found")
-                .with_detail(format!("no such {what}")),
+            ApiError::NotFound(what) => {
+                Problem::new(StatusCode::NOT_FOUND, "not_found", "Not Found").with_detail(format!("no such {what}"))
+            }
             ApiError::InvalidState { detail, current } => {
                 Problem::new(StatusCode::CONFLICT, "invalid_state", "Invalid State")
                     .with_detail(detail.clone())

@@ -69,9 +69,10 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Resu
     mac.update(b".");
     mac.update(body);
     // Several signatures may be sent (secret rotation); any valid one will do.
-    let valid = header.split([',', ' ']).filter_map(|s| s.trim().strip_prefix("v1=")).any(|hex_sig| {
-        hex::decode(hex_sig).is_ok_and(|sig| mac.clone().verify_slice(&sig).is_ok())
-    });
+    let valid = header
+        .split([',', ' '])
+        .filter_map(|s| s.trim().strip_prefix("v1="))
+        .any(|hex_sig| hex::decode(hex_sig).is_ok_and(|sig| mac.clone().verify_slice(&sig).is_ok()));
     if valid {
         Ok(())
     } else {
@@ -101,9 +102,11 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         if state.backends.documents.get(GATEWAY_EVENTS, &event.id).await?.is_some() {
             return Ok(Json(serde_json::json!({"received": true, "duplicate": true})).into_response());
         }
-        let refund: RefundRecord =
-            load(&state, REFUNDS, refund_id.as_str()).await?.ok_or_else(|| ApiError::field("data.refund", "no such refund"))?;
-        let payment: PaymentRecord = load(&state, PAYMENTS, &refund.payment_id).await?.ok_or(ApiError::NotFound("payment"))?;
+        let refund: RefundRecord = load(&state, REFUNDS, refund_id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::field("data.refund", "no such refund"))?;
+        let payment: PaymentRecord =
+            load(&state, PAYMENTS, &refund.payment_id).await?.ok_or(ApiError::NotFound("payment"))?;
         if refund.status != RefundStatus::Pending {
             return Err(ApiError::InvalidState {
                 detail: format!("refund is already {:?}", refund.status).to_lowercase(),
@@ -125,8 +128,10 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         let event_type = if outcome == RefundStatus::Failed { "refund.failed" } else { "refund.succeeded" };
         let mut data = refund_event_data(&next_refund);
         data["payment_data"] = view_json(&next_payment);
-        let events = vec![outbox::event(event_type, &refund.merchant_id, &refund.id, next_payment.version, data, &origin)];
-        let refund_set = serde_json::json!({"status": outcome, "failure_code": next_refund.failure_code, "updated": now});
+        let events =
+            vec![outbox::event(event_type, &refund.merchant_id, &refund.id, next_payment.version, data, &origin)];
+        let refund_set =
+            serde_json::json!({"status": outcome, "failure_code": next_refund.failure_code, "updated": now});
         let payment_set = serde_json::json!({
             "amount_refunded": next_payment.amount_refunded, "version": next_payment.version, "updated": now
         });

@@ -67,7 +67,12 @@ pub fn client_ip(request: &Request) -> Option<IpAddr> {
     {
         return ctx.http.source_ip.as_deref().and_then(|ip| ip.parse().ok());
     }
-    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        // Tests stand in for the socket with axum's MockConnectInfo.
+        .or_else(|| extensions.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 }
 
 /// Which stricter bucket, if any, a request also counts against.
@@ -110,7 +115,8 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<Option<(&'stat
     state.auth.revocations.check(&principal).await.map_err(ApiError::Unauthenticated)?;
 
     let who = principal.merchant_id.as_ref().map_or_else(|| format!("sub:{}", principal.subject), |m| m.to_string());
-    let mut shown = throttle(state, "merchant", &who, &limits.merchant).await?.map(|t| ("merchant", limits.merchant, t));
+    let mut shown =
+        throttle(state, "merchant", &who, &limits.merchant).await?.map(|t| ("merchant", limits.merchant, t));
     if let Some(class) = special_class(request.method(), request.uri().path()) {
         let limit = if class == "tokens" { limits.tokens } else { limits.refunds };
         if let Some(t) = throttle(state, class, &who, &limit).await? {
@@ -133,17 +139,19 @@ fn bearer(request: &Request) -> Result<&str, ApiError> {
 /// One GCRA check. Rate limiting fails open: with Redis down the request goes through
 /// (and says so in the log), because refusing all traffic would be worse than briefly
 /// not limiting it.
-async fn throttle(state: &AppState, class: &'static str, who: &str, limit: &Gcra) -> Result<Option<Throttle>, ApiError> {
+async fn throttle(
+    state: &AppState,
+    class: &'static str,
+    who: &str,
+    limit: &Gcra,
+) -> Result<Option<Throttle>, ApiError> {
     let key = format!("{}rl:{class}:{who}", state.config.redis_prefix);
     match state.backends.kv.throttle(&key, limit).await {
         Ok(t) if t.allowed => Ok(Some(t)),
         Ok(t) => {
             let mut headers = axum::http::HeaderMap::new();
             add_rate_limit_headers(&mut headers, class, limit, &t);
-            let headers = headers
-                .iter()
-                .filter_map(|(n, v)| Some((n.clone(), v.to_str().ok()?.to_string())))
-                .collect();
+            let headers = headers.iter().filter_map(|(n, v)| Some((n.clone(), v.to_str().ok()?.to_string()))).collect();
             Err(ApiError::RateLimited { retry_after_secs: t.retry_after.as_secs_f64().ceil().max(1.0) as u64, headers })
         }
         Err(e) => {

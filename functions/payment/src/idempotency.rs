@@ -174,7 +174,8 @@ fn replay(stored: &[u8], fingerprint: &str) -> Result<Response, ApiError> {
     if stored.fingerprint != fingerprint {
         return Err(ApiError::IdempotencyKeyReused);
     }
-    let body = base64::engine::general_purpose::STANDARD.decode(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
+    let body =
+        base64::engine::general_purpose::STANDARD.decode(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     for (name, value) in &stored.headers {

@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 /// or an attack.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// A parsed JSON body together with its raw bytes (for idempotency fingerprints).
-pub struct Input<T> {
-    pub value: T,
+/// A request body, read (and bounded) but not yet parsed: handlers parse it inside their
+/// idempotency scope, so that even a malformed body answers consistently for one key.
+pub struct Input {
     pub raw: Bytes,
+    is_json: bool,
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
+impl<S: Send + Sync> FromRequest<S> for Input {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
@@ -28,16 +29,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
         let raw = axum::body::to_bytes(request.into_body(), BODY_LIMIT)
             .await
             .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
-        // An empty body is an empty object (`POST …/confirm` needs no parameters), whatever
-        // its content type; anything else must be declared JSON.
-        if raw.is_empty() {
-            return Ok(Input { value: parse_json(b"{}")?, raw });
+        Ok(Input { raw, is_json })
+    }
+}
+
+impl Input {
+    /// The body as `T`. An empty body is an empty object (`POST …/confirm` needs no
+    /// parameters), whatever its content type; anything else must be declared JSON.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.raw.is_empty() {
+            return parse_json(b"{}");
         }
-        if !is_json {
+        if !self.is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let value = parse_json(&raw)?;
-        Ok(Input { value, raw })
+        parse_json(&self.raw)
     }
 }
 
@@ -61,7 +67,9 @@ fn field_error(path: &str, message: &str) -> ApiError {
     let message = message.split(" at line ").next().unwrap_or(message);
     let within = |name: &str| if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
     if let Some(name) = backticked(message, "unknown field `") {
-        return ApiError::field(within(&name), "unknown field");
+        // The path already ends at the unknown key.
+        let field = if path == name || path.ends_with(&format!(".{name}")) { path.to_string() } else { within(&name) };
+        return ApiError::field(field, "unknown field");
     }
     if let Some(name) = backticked(message, "missing field `") {
         return ApiError::field(within(&name), "is required");
@@ -93,9 +101,8 @@ pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<Stri
     let mut params = BTreeMap::new();
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned())
-        };
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned());
         let key = decode(key).map_err(|_| ApiError::field("query", "not valid UTF-8"))?;
         let value = decode(value).map_err(|_| ApiError::field(key.clone(), "not valid UTF-8"))?;
         if !allowed.contains(&key.as_str()) {
@@ -152,7 +159,7 @@ mod tests {
         assert_eq!(error(r#"{"number": "x", "exp_month": -1}"#).0, "exp_month");
         assert!(matches!(parse_json::<Card>(b"{"), Err(ApiError::MalformedJson(_))));
         assert!(matches!(parse_json::<Card>(br#"{"number":"x","exp_month":1} x"#), Err(ApiError::MalformedJson(_))));
-        assert_eq!(error(r#"[1]"#).0, "body");
+        assert_eq!(error(r#""just a string""#).0, "body");
     }
 
     #[test]

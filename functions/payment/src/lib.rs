@@ -56,9 +56,13 @@ impl AppState {
         let verifier =
             JwtVerifier::new(&algorithm, &key, &config.jwt_issuer, &config.jwt_audience, config.jwt_max_lifetime)?;
         let revocations = Revocations::new(backends.kv.clone(), &config.redis_prefix, config.jwt_max_lifetime);
-        let fingerprint_key = config.card_fingerprint_key.clone().ok_or_else(|| missing("SETTLE_CARD_FINGERPRINT_KEY"))?;
-        let gateway_secret = config.gateway_webhook_secret.clone().ok_or_else(|| missing("SETTLE_GATEWAY_WEBHOOK_SECRET"))?;
-        for (name, secret) in [("SETTLE_CARD_FINGERPRINT_KEY", &fingerprint_key), ("SETTLE_GATEWAY_WEBHOOK_SECRET", &gateway_secret)] {
+        let fingerprint_key =
+            config.card_fingerprint_key.clone().ok_or_else(|| missing("SETTLE_CARD_FINGERPRINT_KEY"))?;
+        let gateway_secret =
+            config.gateway_webhook_secret.clone().ok_or_else(|| missing("SETTLE_GATEWAY_WEBHOOK_SECRET"))?;
+        for (name, secret) in
+            [("SETTLE_CARD_FINGERPRINT_KEY", &fingerprint_key), ("SETTLE_GATEWAY_WEBHOOK_SECRET", &gateway_secret)]
+        {
             if secret.expose().len() < 32 {
                 return Err(KeyError { name, reason: "must be at least 32 characters".into() });
             }

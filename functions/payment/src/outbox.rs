@@ -101,7 +101,12 @@ impl Outbox {
                 let done = state
                     .backends
                     .documents
-                    .update(OUTBOX, id, vec![Cond::eq("status", "pending")], set.as_object().cloned().unwrap_or_default())
+                    .update(
+                        OUTBOX,
+                        id,
+                        vec![Cond::eq("status", "pending")],
+                        set.as_object().cloned().unwrap_or_default(),
+                    )
                     .await;
                 if let Err(e) = done {
                     // Published but not marked: the relay will publish it again, same id.
@@ -111,7 +116,8 @@ impl Outbox {
             }
             Err(e) => {
                 tracing::warn!(error = %e, event = id, "publish failed; the outbox relay will retry");
-                *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+                *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + PAUSE_AFTER_FAILURE);
                 false
             }
         }

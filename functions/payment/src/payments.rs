@@ -7,7 +7,9 @@ use crate::error::ApiError;
 use crate::guard::Caller;
 use crate::input::{int_param, query_params, Input};
 use crate::outbox::{self, Origin};
-use crate::store::{self, cache_payment, cached_payment, load, now_ms, to_doc, PaymentRecord, TokenRecord, PAYMENTS, TOKENS};
+use crate::store::{
+    self, cache_payment, cached_payment, load, now_ms, to_doc, PaymentRecord, TokenRecord, PAYMENTS, TOKENS,
+};
 use crate::{idempotency, AppState, CORRELATION_ID};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -147,7 +149,8 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
         return Err(ApiError::field("metadata", format!("at most {MAX_METADATA} keys")));
     }
     for (k, v) in metadata {
-        let key_ok = (1..=40).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key_ok =
+            (1..=40).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !key_ok {
             return Err(ApiError::field("metadata", "keys are 1 to 40 letters, digits, '_' or '-'"));
         }
@@ -190,68 +193,79 @@ pub async fn create_payment(
     Extension(caller): Extension<Caller>,
     method: Method,
     headers: HeaderMap,
-    input: Input<CreatePayment>,
+    input: Input,
 ) -> Response {
     let raw = input.raw.clone();
     idempotency::once(&state, &caller, &headers, &method, "/v1/payments", &raw, |key| {
         let (state, caller, headers) = (&state, &caller, &headers);
         async move {
-        let merchant = caller.merchant()?.to_string();
-        let req = input.value;
-        let amount = Amount::new(req.amount).map_err(|e| ApiError::field("amount", e.to_string()))?;
-        let currency: Currency = req.currency.parse().map_err(|e: settle_shared::domain::money::MoneyError| ApiError::field("currency", e.to_string()))?;
-        if let Some(d) = &req.description {
-            if d.chars().count() > 1000 || d.chars().any(char::is_control) {
-                return Err(ApiError::field("description", "at most 1000 printable characters"));
+            let merchant = caller.merchant()?.to_string();
+            let req: CreatePayment = input.parse()?;
+            let amount = Amount::new(req.amount).map_err(|e| ApiError::field("amount", e.to_string()))?;
+            let currency: Currency = req
+                .currency
+                .parse()
+                .map_err(|e: settle_shared::domain::money::MoneyError| ApiError::field("currency", e.to_string()))?;
+            if let Some(d) = &req.description {
+                if d.chars().count() > 1000 || d.chars().any(char::is_control) {
+                    return Err(ApiError::field("description", "at most 1000 printable characters"));
+                }
             }
-        }
-        check_metadata(&req.metadata)?;
-        let token_id = settle_shared::domain::ids::TokenId::parse(&req.token)
-            .map_err(|e| ApiError::field("token", e.to_string()))?;
-        let token: TokenRecord = load(&state, TOKENS, token_id.as_str())
-            .await?
-            .filter(|t: &TokenRecord| t.merchant_id == merchant)
-            .ok_or_else(|| ApiError::field("token", "no such token"))?;
-        let now = now_ms();
-        let mut record = PaymentRecord {
-            id: PaymentId::generate().to_string(),
-            merchant_id: merchant,
-            amount: amount.minor_units(),
-            currency: currency.code().to_string(),
-            capture_method: req.capture_method,
-            status: PaymentStatus::RequiresConfirmation,
-            description: req.description,
-            metadata: req.metadata,
-            token_id: token.id,
-            card: token.card,
-            profile: token.profile,
-            amount_captured: 0,
-            amount_refunded: 0,
-            failure_code: None,
-            challenge: None,
-            challenge_base: None,
-            created: now,
-            updated: now,
-            version: 1,
-        };
-        let origin = origin(&headers, Some(key));
-        let mut events = Vec::new();
-        if req.confirm {
-            let facts = facts(&record);
-            let t = transition(&facts, Action::Confirm).map_err(state_error(record.status))?;
-            apply(&mut record, &t, &base_url(&headers));
-            if let Some(event_type) = t.event {
-                events.push(outbox::event(event_type, &record.merchant_id, &record.id, record.version, view_json(&record), &origin));
+            check_metadata(&req.metadata)?;
+            let token_id = settle_shared::domain::ids::TokenId::parse(&req.token)
+                .map_err(|e| ApiError::field("token", e.to_string()))?;
+            let token: TokenRecord = load(state, TOKENS, token_id.as_str())
+                .await?
+                .filter(|t: &TokenRecord| t.merchant_id == merchant)
+                .ok_or_else(|| ApiError::field("token", "no such token"))?;
+            let now = now_ms();
+            let mut record = PaymentRecord {
+                id: PaymentId::generate().to_string(),
+                merchant_id: merchant,
+                amount: amount.minor_units(),
+                currency: currency.code().to_string(),
+                capture_method: req.capture_method,
+                status: PaymentStatus::RequiresConfirmation,
+                description: req.description,
+                metadata: req.metadata,
+                token_id: token.id,
+                card: token.card,
+                profile: token.profile,
+                amount_captured: 0,
+                amount_refunded: 0,
+                failure_code: None,
+                challenge: None,
+                challenge_base: None,
+                created: now,
+                updated: now,
+                version: 1,
+            };
+            let origin = origin(headers, Some(key));
+            let mut events = Vec::new();
+            if req.confirm {
+                let facts = facts(&record);
+                let t = transition(&facts, Action::Confirm).map_err(state_error(record.status))?;
+                apply(&mut record, &t, &base_url(headers));
+                if let Some(event_type) = t.event {
+                    events.push(outbox::event(
+                        event_type,
+                        &record.merchant_id,
+                        &record.id,
+                        record.version,
+                        view_json(&record),
+                        &origin,
+                    ));
+                }
             }
+            let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
+            writes.extend(events.iter().map(outbox::write));
+            state.backends.documents.transaction(writes).await?;
+            state.outbox.publish_committed(state, &events).await;
+            cache_payment(state, &record).await;
+            let location = format!("/v1/payments/{}", record.id);
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
         }
-        let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
-        writes.extend(events.iter().map(outbox::write));
-        state.backends.documents.transaction(writes).await?;
-        state.outbox.publish_committed(&state, &events).await;
-        cache_payment(&state, &record).await;
-        let location = format!("/v1/payments/{}", record.id);
-        Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
-    }})
+    })
     .await
 }
 
@@ -353,37 +367,46 @@ pub async fn payment_action(
     Path((id, verb)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
-    input: Input<serde_json::Value>,
+    input: Input,
 ) -> Response {
     let path = format!("/v1/payments/{id}/{verb}");
     let raw = input.raw.clone();
     idempotency::once(&state, &caller, &headers, &method, &path, &raw, |key| {
         let (state, caller, headers) = (&state, &caller, &headers);
         async move {
-        let merchant = caller.merchant()?.to_string();
-        let id = parse_payment_id(&id)?;
-        let action = match verb.as_str() {
-            "confirm" => {
-                crate::input::parse_json::<EmptyBody>(&input.raw)?;
-                Action::Confirm
-            }
-            "cancel" => {
-                crate::input::parse_json::<EmptyBody>(&input.raw)?;
-                Action::Cancel
-            }
-            "capture" => {
-                let body: CapturePayment = crate::input::parse_json(&input.raw)?;
-                let current: PaymentRecord = load(&state, PAYMENTS, id.as_str())
-                    .await?
-                    .filter(|p: &PaymentRecord| p.merchant_id == merchant)
-                    .ok_or(ApiError::NotFound("payment"))?;
-                Action::Capture { amount: body.amount_to_capture.unwrap_or(current.amount) }
-            }
-            _ => return Err(ApiError::NotFound("action")),
-        };
-        let record = act(&state, id.as_str(), Actor::Merchant(&merchant), action, &origin(&headers, Some(key)), &base_url(&headers)).await?;
-        Ok(Json(view(&record)).into_response())
-    }})
+            let merchant = caller.merchant()?.to_string();
+            let id = parse_payment_id(&id)?;
+            let action = match verb.as_str() {
+                "confirm" => {
+                    input.parse::<EmptyBody>()?;
+                    Action::Confirm
+                }
+                "cancel" => {
+                    input.parse::<EmptyBody>()?;
+                    Action::Cancel
+                }
+                "capture" => {
+                    let body: CapturePayment = input.parse()?;
+                    let current: PaymentRecord = load(state, PAYMENTS, id.as_str())
+                        .await?
+                        .filter(|p: &PaymentRecord| p.merchant_id == merchant)
+                        .ok_or(ApiError::NotFound("payment"))?;
+                    Action::Capture { amount: body.amount_to_capture.unwrap_or(current.amount) }
+                }
+                _ => return Err(ApiError::NotFound("action")),
+            };
+            let record = act(
+                state,
+                id.as_str(),
+                Actor::Merchant(&merchant),
+                action,
+                &origin(headers, Some(key)),
+                &base_url(headers),
+            )
+            .await?;
+            Ok(Json(view(&record)).into_response())
+        }
+    })
     .await
 }
 
@@ -424,7 +447,8 @@ pub async fn list_payments(
     match (caller.read_scope()?, params.get("merchant_id")) {
         (Some(own), _) => query = query.filter(Cond::eq("merchant_id", own.as_str())),
         (None, Some(m)) => {
-            let m = settle_shared::domain::ids::MerchantId::parse(m).map_err(|e| ApiError::field("merchant_id", e.to_string()))?;
+            let m = settle_shared::domain::ids::MerchantId::parse(m)
+                .map_err(|e| ApiError::field("merchant_id", e.to_string()))?;
             query = query.filter(Cond::eq("merchant_id", m.as_str()));
         }
         (None, None) => {}
@@ -517,9 +541,12 @@ pub async fn challenge_answer(
         "reject" => Action::RejectChallenge,
         _ => return Err(ApiError::NotFound("action")),
     };
-    let p = act(&state, id.as_str(), Actor::Challenge(&secret), action, &origin(&headers, None), &base_url(&headers)).await?;
+    let p = act(&state, id.as_str(), Actor::Challenge(&secret), action, &origin(&headers, None), &base_url(&headers))
+        .await?;
     let outcome = match (p.status, p.failure_code) {
-        (PaymentStatus::Failed, Some(code)) => format!("Payment failed ({}).", serde_json::to_value(code).unwrap_or_default().as_str().unwrap_or("failed")),
+        (PaymentStatus::Failed, Some(code)) => {
+            format!("Payment failed ({}).", serde_json::to_value(code).unwrap_or_default().as_str().unwrap_or("failed"))
+        }
         (status, _) => format!("Payment {}.", status.as_str().replace('_', " ")),
     };
     let page = format!(

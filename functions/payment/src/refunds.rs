@@ -68,7 +68,7 @@ pub async fn create_refund(
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-    input: Input<CreateRefund>,
+    input: Input,
 ) -> Response {
     let path = format!("/v1/payments/{id}/refunds");
     let raw = input.raw.clone();
@@ -77,7 +77,7 @@ pub async fn create_refund(
         async move {
         let merchant = caller.merchant()?.to_string();
         let payment_id = parse_payment_id(&id)?;
-        let req = input.value;
+        let req: CreateRefund = input.parse()?;
         if let Some(amount) = req.amount {
             if amount < 1 {
                 return Err(ApiError::field("amount", "must be a positive number of minor units"));
@@ -88,9 +88,9 @@ pub async fn create_refund(
                 return Err(ApiError::field("reason", "at most 500 printable characters"));
             }
         }
-        let origin = origin(&headers, Some(key));
+        let origin = origin(headers, Some(key));
         for attempt in 0..50u32 {
-            let payment: PaymentRecord = load(&state, PAYMENTS, payment_id.as_str())
+            let payment: PaymentRecord = load(state, PAYMENTS, payment_id.as_str())
                 .await?
                 .filter(|p: &PaymentRecord| p.merchant_id == merchant)
                 .ok_or(ApiError::NotFound("payment"))?;
@@ -140,8 +140,8 @@ pub async fn create_refund(
             writes.extend(events.iter().map(outbox::write));
             match state.backends.documents.transaction(writes).await {
                 Ok(()) => {
-                    state.outbox.publish_committed(&state, &events).await;
-                    cache_payment(&state, &next).await;
+                    state.outbox.publish_committed(state, &events).await;
+                    cache_payment(state, &next).await;
                     let location = format!("/v1/payments/{}/refunds/{}", payment.id, record.id);
                     return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response());
                 }
@@ -158,7 +158,8 @@ pub async fn create_refund(
 
 async fn readable_payment(state: &AppState, caller: &Caller, id: &str) -> Result<PaymentRecord, ApiError> {
     let payment_id = parse_payment_id(id)?;
-    let payment: PaymentRecord = load(state, PAYMENTS, payment_id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
+    let payment: PaymentRecord =
+        load(state, PAYMENTS, payment_id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
     if !caller.can_read(&payment.merchant_id)? {
         return Err(ApiError::NotFound("payment"));
     }
@@ -178,7 +179,8 @@ pub async fn list_refunds(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let payment = readable_payment(&state, &caller, &id).await?;
-    let query = Query::new().filter(Cond::eq("payment_id", payment.id.as_str())).sort("created", Order::Asc).limit(1000);
+    let query =
+        Query::new().filter(Cond::eq("payment_id", payment.id.as_str())).sort("created", Order::Asc).limit(1000);
     let data = state
         .backends
         .documents

@@ -149,7 +149,8 @@ pub async fn cached_payment(state: &AppState, id: &str) -> Result<Option<Payment
 /// reader can never put back a copy older than the latest change.
 pub async fn cache_payment(state: &AppState, record: &PaymentRecord) {
     let Ok(bytes) = serde_json::to_vec(record) else { return };
-    if let Err(e) = state.backends.kv.set_versioned(&cache_key(state, &record.id), record.version, &bytes, CACHE_TTL).await
+    if let Err(e) =
+        state.backends.kv.set_versioned(&cache_key(state, &record.id), record.version, &bytes, CACHE_TTL).await
     {
         tracing::warn!(error = %e, payment = %record.id, "could not refresh the payment cache");
     }

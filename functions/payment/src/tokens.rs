@@ -70,42 +70,43 @@ pub async fn create_token(
     Extension(caller): Extension<Caller>,
     method: Method,
     headers: HeaderMap,
-    input: Input<CreateToken>,
+    input: Input,
 ) -> Response {
     let body = input.raw.clone();
     idempotency::once(&state, &caller, &headers, &method, "/v1/tokens", &body, |_key| {
         let (state, caller) = (&state, &caller);
         async move {
-        let merchant = caller.merchant()?.to_string();
-        let card = input.value;
-        let number = CardNumber::parse(&card.number).map_err(|e| ApiError::field(e.field(), e.to_string()))?;
-        let today = chrono::Utc::now().date_naive();
-        check_expiry_and_cvc(number.brand(), card.exp_month, card.exp_year, &card.cvc, today)
-            .map_err(|e| ApiError::field(e.field(), e.to_string()))?;
-        let holder_name = match card.holder_name.map(|n| n.trim().to_string()) {
-            Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
-                return Err(ApiError::field("holder_name", "at most 200 printable characters"))
-            }
-            Some(n) if n.is_empty() => None,
-            other => other,
-        };
-        let record = TokenRecord {
-            id: TokenId::generate().to_string(),
-            merchant_id: merchant,
-            card: CardSummary {
-                brand: number.brand(),
-                last4: number.last4().to_string(),
-                exp_month: card.exp_month,
-                exp_year: card.exp_year,
-                fingerprint: fingerprint(state.fingerprint_key.expose(), &number),
-            },
-            holder_name,
-            profile: number.gateway_profile(),
-            created: now_ms(),
-        };
-        state.backends.documents.insert(TOKENS, to_doc(&record)?).await?;
-        Ok((StatusCode::CREATED, Json(TokenView::from(&record))).into_response())
-    }})
+            let merchant = caller.merchant()?.to_string();
+            let card: CreateToken = input.parse()?;
+            let number = CardNumber::parse(&card.number).map_err(|e| ApiError::field(e.field(), e.to_string()))?;
+            let today = chrono::Utc::now().date_naive();
+            check_expiry_and_cvc(number.brand(), card.exp_month, card.exp_year, &card.cvc, today)
+                .map_err(|e| ApiError::field(e.field(), e.to_string()))?;
+            let holder_name = match card.holder_name.map(|n| n.trim().to_string()) {
+                Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
+                    return Err(ApiError::field("holder_name", "at most 200 printable characters"))
+                }
+                Some(n) if n.is_empty() => None,
+                other => other,
+            };
+            let record = TokenRecord {
+                id: TokenId::generate().to_string(),
+                merchant_id: merchant,
+                card: CardSummary {
+                    brand: number.brand(),
+                    last4: number.last4().to_string(),
+                    exp_month: card.exp_month,
+                    exp_year: card.exp_year,
+                    fingerprint: fingerprint(state.fingerprint_key.expose(), &number),
+                },
+                holder_name,
+                profile: number.gateway_profile(),
+                created: now_ms(),
+            };
+            state.backends.documents.insert(TOKENS, to_doc(&record)?).await?;
+            Ok((StatusCode::CREATED, Json(TokenView::from(&record))).into_response())
+        }
+    })
     .await
 }
 

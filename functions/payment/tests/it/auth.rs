@@ -1,0 +1,169 @@
+//! Authentication, roles, revocation and the admin allowlist.
+
+use crate::helpers::*;
+use axum::http::{Method, StatusCode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+#[tokio::test]
+async fn tokens_are_verified_strictly() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::new().await;
+    let (m, good) = merchant();
+    assert_eq!(app.get("/v1/payments", &good).await.status, StatusCode::OK);
+
+    // No token: 401 with a Bearer challenge and a problem document.
+    let r = app.call(axum::http::Request::get("/v1/payments").body(axum::body::Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+
+    let now = chrono::Utc::now().timestamp();
+    let mut forged = Vec::new();
+    // Signed with another key.
+    forged.push(
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims(&m, Some(&m), &["merchant"]),
+            &EncodingKey::from_secret(b"not-the-secret-not-the-secret-0000"),
+        )
+        .unwrap(),
+    );
+    // Expired, not yet valid, wrong issuer, wrong audience, future iat, missing jti.
+    for (field, value) in [
+        ("exp", json!(now - 3600)),
+        ("nbf", json!(now + 3600)),
+        ("iss", json!("evil")),
+        ("aud", json!("other")),
+        ("iat", json!(now + 3600)),
+    ] {
+        let mut c = claims(&m, Some(&m), &["merchant"]);
+        c[field] = value;
+        forged.push(sign(&c));
+    }
+    let mut no_jti = claims(&m, Some(&m), &["merchant"]);
+    no_jti.as_object_mut().unwrap().remove("jti");
+    forged.push(sign(&no_jti));
+    // A lifetime beyond the maximum.
+    let mut long = claims(&m, Some(&m), &["merchant"]);
+    long["exp"] = json!(now + 30 * 86_400);
+    forged.push(sign(&long));
+    // alg=none: header and claims of a real token, no signature.
+    let parts: Vec<&str> = good.split('.').collect();
+    forged.push(format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]));
+    // Garbage.
+    forged.push("not.a.jwt".into());
+    for token in forged {
+        let r = app.get("/v1/payments", &token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "accepted a bad token: {}", r.text);
+        assert!(r.headers.contains_key("www-authenticate"));
+    }
+}
+
+#[tokio::test]
+async fn es256_tokens_from_a_standard_library_are_accepted() {
+    let _broker = BROKER.read().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let app =
+        TestApp::with(&[("SETTLE_JWT_ALGORITHM", "ES256".into()), ("SETTLE_JWT_KEY", key.public_key_pem())]).await;
+    let (m, _) = merchant();
+    let token = encode(
+        &Header::new(Algorithm::ES256),
+        &claims(&m, Some(&m), &["merchant"]),
+        &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(app.get("/v1/payments", &token).await.status, StatusCode::OK);
+    // The HS256 confusion attack: the public key used as an HMAC secret.
+    let confused = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&m, Some(&m), &["merchant"]),
+        &EncodingKey::from_secret(key.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(app.get("/v1/payments", &confused).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn roles_decide_who_reads_and_who_moves_money() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::new().await;
+    let (_, alice) = merchant();
+    let (_, bob) = merchant();
+    let payment = app.pay(&alice, "4242424242424242", 1000, "automatic").await;
+    let path = format!("/v1/payments/{}", payment.id());
+
+    // Another merchant: 404, not 403, so ids cannot be probed.
+    assert_eq!(app.get(&path, &bob).await.status, StatusCode::NOT_FOUND);
+    // Support reads across merchants but cannot move money.
+    let support = sign(&claims("agent-7", None, &["support"]));
+    assert_eq!(app.get(&path, &support).await.status, StatusCode::OK);
+    let r = app.post("/v1/payments", &support, json!({"amount": 1, "currency": "USD", "token": "tok_x"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["required_role"], "merchant");
+    // A merchant is not an admin.
+    let r = app.post("/v1/admin/revocations", &alice, json!({"subject": "x"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["required_role"], "admin");
+}
+
+#[tokio::test]
+async fn revoked_sessions_are_refused() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::new().await;
+    let admin = sign(&claims("root", None, &["admin"]));
+    let (m, _) = merchant();
+    let c = claims(&m, Some(&m), &["merchant"]);
+    let token = sign(&c);
+    assert_eq!(app.get("/v1/payments", &token).await.status, StatusCode::OK);
+
+    // One token, by jti.
+    let r = app.post("/v1/admin/revocations", &admin, json!({"jti": c["jti"], "expires_at": c["exp"]})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let refused = app.get("/v1/payments", &token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.text.contains("revoked"));
+    // Another token of the same subject still works, until the subject is revoked.
+    let other = merchant_token(&m);
+    assert_eq!(app.get("/v1/payments", &other).await.status, StatusCode::OK);
+    app.post("/v1/admin/revocations", &admin, json!({"subject": m})).await;
+    assert_eq!(app.get("/v1/payments", &other).await.status, StatusCode::UNAUTHORIZED);
+    // Everything a role was issued before now.
+    let agent = sign(&claims("agent-1", None, &["support"]));
+    assert_eq!(app.get("/v1/payments", &agent).await.status, StatusCode::OK);
+    app.post("/v1/admin/revocations", &admin, json!({"role": "support"})).await;
+    assert_eq!(app.get("/v1/payments", &agent).await.status, StatusCode::UNAUTHORIZED);
+    // Tokens issued after the cut-off are fine (iat is in seconds: step past it).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(app.get("/v1/payments", &sign(&claims("agent-2", None, &["support"]))).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_routes_check_the_client_address() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::with(&[("SETTLE_ADMIN_CIDRS", "10.0.0.0/8".into())]).await;
+    let admin = sign(&claims("root", None, &["admin"]));
+    // The test client is 127.0.0.1, outside 10.0.0.0/8; a forged header changes nothing.
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut req = axum::http::Request::post("/v1/admin/revocations")
+        .header("authorization", format!("Bearer {admin}"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("idempotency-key", key);
+    req = req.header("x-real-ip", "10.1.2.3");
+    let r = app.call(req.body(axum::body::Body::from(r#"{"subject":"x"}"#)).unwrap()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["type"], "https://settle.dev/problems/address_not_allowed");
+}
+
+#[tokio::test]
+async fn revocation_fails_closed_and_rate_limits_fail_open_without_redis() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::with(&[("SETTLE_REDIS_URL", "redis://127.0.0.1:1".into())]).await;
+    let (_, token) = merchant();
+    let r = app.get("/v1/payments", &token).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    assert!(r.headers.contains_key("retry-after"));
+    let _ = Method::GET;
+}

@@ -1,0 +1,12 @@
+//! Payment API integration tests against the real MongoDB, Redis and RabbitMQ (start
+//! them with `scripts/services`). Each test has its own database, Redis prefix and
+//! exchange; tokens are minted with the `jsonwebtoken` library as a client would.
+
+mod helpers;
+
+mod auth;
+mod events;
+mod idempotency;
+mod input;
+mod payments;
+mod refunds;
