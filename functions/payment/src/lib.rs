@@ -1,6 +1,9 @@
 //! Settle's Payment API: one axum `Router`, served by `lambda_http` behind API Gateway
 //! (HTTP API, payload v2) and by `axum::serve` in the local stack.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -21,6 +24,7 @@ pub mod gateway_webhooks;
 pub mod guard;
 pub mod idempotency;
 pub mod input;
+pub mod openapi;
 pub mod outbox;
 pub mod payments;
 pub mod refunds;
@@ -96,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/payments/{id}/3ds", get(payments::challenge_page))
         .route("/v1/payments/{id}/3ds/{answer}", post(payments::challenge_answer))
         .route("/v1/gateway/webhooks", post(gateway_webhooks::receive))

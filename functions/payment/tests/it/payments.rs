@@ -180,3 +180,42 @@ async fn mongodb_down_answers_503_with_retry_after() {
     assert_eq!(r.headers["content-type"], "application/problem+json");
     assert!(r.headers.contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn card_tokens_are_rate_limited_more_strictly() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::with(&[("SETTLE_RATE_LIMIT_TOKENS", "3/60s".into())]).await;
+    let (_, t) = merchant();
+    let card = json!({"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"});
+    for remaining in [2, 1, 0] {
+        let r = app.post("/v1/tokens", &t, card.clone()).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.headers["ratelimit-policy"], "\"tokens\";q=3;w=60");
+        assert!(r.headers["ratelimit"].to_str().unwrap().starts_with(&format!("\"tokens\";r={remaining};")));
+    }
+    let limited = app.post("/v1/tokens", &t, card.clone()).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers["content-type"], "application/problem+json");
+    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert!(limited.headers.contains_key("ratelimit"));
+    // Other routes still have the merchant's general budget.
+    assert_eq!(app.get("/v1/payments", &t).await.status, StatusCode::OK);
+    // Another merchant has its own.
+    let (_, t2) = merchant();
+    assert_eq!(app.post("/v1/tokens", &t2, card).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::new().await;
+    let r = app.call(Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["openapi"], "3.1.0");
+    for path in
+        ["/v1/tokens", "/v1/payments", "/v1/payments/{id}/refunds", "/v1/gateway/webhooks", "/v1/admin/revocations"]
+    {
+        assert!(r.json["paths"][path].is_object(), "{path} undocumented");
+    }
+}

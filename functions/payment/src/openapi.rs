@@ -1,0 +1,216 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of this API, built from the same
+//! constants the handlers use (limits, header names, states, test cards), so that what
+//! it says matches what the code accepts. Every error is a problem document (`default`).
+
+use crate::idempotency::IDEMPOTENCY_KEY;
+use crate::input::BODY_LIMIT;
+use crate::payments::MAX_METADATA;
+use axum::Json;
+use serde_json::{json, Value};
+use settle_shared::domain::payment::PaymentStatus;
+
+fn problem_response() -> Value {
+    json!({"description": "An RFC 9457 problem document", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+fn ok(status: &str, schema: &str, description: &str) -> Value {
+    json!({
+        status: {"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+        "default": problem_response(),
+    })
+}
+
+fn body(schema: &str, required: bool) -> Value {
+    json!({"required": required, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn idempotency_key() -> Value {
+    json!({"$ref": "#/components/parameters/IdempotencyKey"})
+}
+
+fn path_param(name: &str, pattern: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": pattern}})
+}
+
+const PAY_ID: &str = "^pay_[0-9a-f]{32}$";
+const RE_ID: &str = "^re_[0-9a-f]{32}$";
+
+/// The document.
+pub fn document() -> Value {
+    let statuses: Vec<&str> = PaymentStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let secured = json!([{"bearer": []}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Settle Payment API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Payments, refunds and card tokens with Stripe-like semantics. Errors are RFC 9457 problem documents.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"operationId": "health", "security": [], "summary": "Dependency health",
+                "responses": {
+                    "200": {"description": "All dependencies answer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                    "503": {"description": "A dependency does not answer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                    "default": problem_response()}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "security": [], "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}, "default": problem_response()}}},
+            "/v1/tokens": {"post": {"operationId": "createToken", "security": secured, "summary": "Tokenise a card",
+                "parameters": [idempotency_key()], "requestBody": body("TokenCreate", true), "responses": ok("201", "Token", "The token")}},
+            "/v1/payments": {
+                "post": {"operationId": "createPayment", "security": secured, "summary": "Create (and optionally confirm) a payment",
+                    "parameters": [idempotency_key()], "requestBody": body("PaymentCreate", true), "responses": ok("201", "Payment", "The payment")},
+                "get": {"operationId": "listPayments", "security": secured, "summary": "List payments, newest first",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                        {"name": "starting_after", "in": "query", "schema": {"type": "string", "pattern": PAY_ID}},
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": statuses}},
+                        {"name": "created_gte", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 4_102_444_800_i64}},
+                        {"name": "created_lte", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 4_102_444_800_i64}},
+                        {"name": "merchant_id", "in": "query", "description": "Support and admin only", "schema": {"type": "string", "pattern": "^m_[A-Za-z0-9_-]{1,64}$"}}],
+                    "responses": ok("200", "PaymentList", "A page of payments")}},
+            "/v1/payments/{id}": {"get": {"operationId": "getPayment", "security": secured, "parameters": [path_param("id", PAY_ID)],
+                "responses": ok("200", "Payment", "The payment")}},
+            "/v1/payments/{id}/confirm": {"post": {"operationId": "confirmPayment", "security": secured,
+                "parameters": [path_param("id", PAY_ID), idempotency_key()], "requestBody": body("Empty", false), "responses": ok("200", "Payment", "The payment")}},
+            "/v1/payments/{id}/capture": {"post": {"operationId": "capturePayment", "security": secured,
+                "parameters": [path_param("id", PAY_ID), idempotency_key()], "requestBody": body("Capture", false), "responses": ok("200", "Payment", "The payment")}},
+            "/v1/payments/{id}/cancel": {"post": {"operationId": "cancelPayment", "security": secured,
+                "parameters": [path_param("id", PAY_ID), idempotency_key()], "requestBody": body("Empty", false), "responses": ok("200", "Payment", "The payment")}},
+            "/v1/payments/{id}/refunds": {
+                "post": {"operationId": "createRefund", "security": secured, "parameters": [path_param("id", PAY_ID), idempotency_key()],
+                    "requestBody": body("RefundCreate", false), "responses": ok("201", "Refund", "The refund")},
+                "get": {"operationId": "listRefunds", "security": secured, "parameters": [path_param("id", PAY_ID)],
+                    "responses": ok("200", "RefundList", "The payment's refunds")}},
+            "/v1/payments/{id}/refunds/{refund_id}": {"get": {"operationId": "getRefund", "security": secured,
+                "parameters": [path_param("id", PAY_ID), path_param("refund_id", RE_ID)], "responses": ok("200", "Refund", "The refund")}},
+            "/v1/payments/{id}/3ds": {"get": {"operationId": "challengePage", "security": [], "summary": "3-D Secure challenge page (HTML)",
+                "parameters": [path_param("id", PAY_ID), {"name": "challenge", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}, "default": problem_response()}}},
+            "/v1/payments/{id}/3ds/approve": {"post": {"operationId": "approveChallenge", "security": [],
+                "parameters": [path_param("id", PAY_ID), {"name": "challenge", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "Outcome page", "content": {"text/html": {"schema": {"type": "string"}}}}, "default": problem_response()}}},
+            "/v1/payments/{id}/3ds/reject": {"post": {"operationId": "rejectChallenge", "security": [],
+                "parameters": [path_param("id", PAY_ID), {"name": "challenge", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "Outcome page", "content": {"text/html": {"schema": {"type": "string"}}}}, "default": problem_response()}}},
+            "/v1/gateway/webhooks": {"post": {"operationId": "gatewayWebhook", "security": [],
+                "summary": "Gateway results, signed: Settle-Gateway-Signature: v1=hex(HMAC-SHA256(secret, timestamp.raw_body))",
+                "parameters": [
+                    {"name": "Settle-Gateway-Timestamp", "in": "header", "required": true, "schema": {"type": "string"}},
+                    {"name": "Settle-Gateway-Signature", "in": "header", "required": true, "schema": {"type": "string"}}],
+                "requestBody": body("GatewayEvent", true),
+                "responses": {"200": {"description": "Received", "content": {"application/json": {"schema": {"type": "object",
+                    "properties": {"received": {"type": "boolean"}, "duplicate": {"type": "boolean"}}, "required": ["received", "duplicate"]}}}},
+                    "default": problem_response()}}},
+            "/v1/admin/revocations": {"post": {"operationId": "revoke", "security": secured, "summary": "Revoke sessions (admin, allowlisted addresses)",
+                "parameters": [idempotency_key()],
+                "requestBody": body("Revocation", true),
+                "responses": ok("201", "Revoked", "Revoked")}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "parameters": {"IdempotencyKey": {"name": IDEMPOTENCY_KEY.as_str(), "in": "header", "required": true,
+                "description": "Required on POSTs that move money or create objects; replays the first response for 24 h",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"}}},
+            "schemas": {
+                "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "detail": {"type": "string"}, "field": {"type": "string"}}},
+                "Health": {"type": "object", "required": ["status", "backend", "dependencies"], "properties": {
+                    "status": {"type": "string", "enum": ["ok", "unreachable"]}, "backend": {"type": "string"},
+                    "dependencies": {"type": "array", "items": {"type": "object", "required": ["name", "status"], "properties": {
+                        "name": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "unreachable"]}, "reason": {"type": "string"}}}}}},
+                "Empty": {"type": "object", "additionalProperties": false, "maxProperties": 0},
+                "TokenCreate": {"type": "object", "additionalProperties": false, "required": ["number", "exp_month", "exp_year", "cvc"], "properties": {
+                    "number": {"type": "string", "maxLength": 32, "description": "12–19 digits, spaces or dashes allowed; Luhn-checked"},
+                    "exp_month": {"type": "integer", "minimum": 1, "maximum": 12},
+                    "exp_year": {"type": "integer", "minimum": 2000, "maximum": 2100},
+                    "cvc": {"type": "string", "pattern": "^[0-9]{3,4}$"},
+                    "holder_name": {"type": ["string", "null"], "maxLength": 200}}},
+                "Token": {"type": "object", "required": ["id", "object", "brand", "last4", "exp_month", "exp_year", "fingerprint", "created"], "properties": {
+                    "id": {"type": "string"}, "object": {"const": "token"}, "brand": {"type": "string"}, "last4": {"type": "string"},
+                    "exp_month": {"type": "integer"}, "exp_year": {"type": "integer"}, "fingerprint": {"type": "string"},
+                    "holder_name": {"type": "string"}, "created": {"type": "integer"}}},
+                "PaymentCreate": {"type": "object", "additionalProperties": false, "required": ["amount", "currency", "token"], "properties": {
+                    "amount": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000_000_000_i64, "description": "Minor units"},
+                    "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                    "token": {"type": "string", "pattern": "^tok_[0-9a-f]{32}$"},
+                    "capture_method": {"type": "string", "enum": ["automatic", "manual"], "default": "automatic"},
+                    "description": {"type": ["string", "null"], "maxLength": 1000},
+                    "metadata": {"type": "object", "maxProperties": MAX_METADATA, "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,40}$"},
+                        "additionalProperties": {"type": "string", "maxLength": 500}},
+                    "confirm": {"type": "boolean", "default": false}}},
+                "Capture": {"type": "object", "additionalProperties": false, "properties": {
+                    "amount_to_capture": {"type": ["integer", "null"], "minimum": 1}}},
+                "Payment": {"type": "object", "required": ["id", "object", "merchant_id", "amount", "currency", "capture_method", "status",
+                    "metadata", "token", "card", "amount_captured", "amount_refunded", "created"], "properties": {
+                    "id": {"type": "string"}, "object": {"const": "payment"}, "merchant_id": {"type": "string"},
+                    "amount": {"type": "integer"}, "currency": {"type": "string"},
+                    "capture_method": {"type": "string", "enum": ["automatic", "manual"]},
+                    "status": {"type": "string", "enum": statuses},
+                    "description": {"type": "string"}, "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "token": {"type": "string"},
+                    "card": {"type": "object", "required": ["brand", "last4", "exp_month", "exp_year"], "properties": {
+                        "brand": {"type": "string"}, "last4": {"type": "string"}, "exp_month": {"type": "integer"}, "exp_year": {"type": "integer"}}},
+                    "amount_captured": {"type": "integer"}, "amount_refunded": {"type": "integer"},
+                    "last_payment_error": {"type": "object", "required": ["code", "retryable"], "properties": {
+                        "code": {"type": "string"}, "retryable": {"type": "boolean"}}},
+                    "next_action": {"type": "object", "required": ["type", "redirect_to_url"], "properties": {
+                        "type": {"const": "redirect_to_url"},
+                        "redirect_to_url": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}}},
+                    "created": {"type": "integer"}}},
+                "PaymentList": {"type": "object", "required": ["object", "data", "has_more"], "properties": {
+                    "object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Payment"}}, "has_more": {"type": "boolean"}}},
+                "RefundCreate": {"type": "object", "additionalProperties": false, "properties": {
+                    "amount": {"type": ["integer", "null"], "minimum": 1}, "reason": {"type": ["string", "null"], "maxLength": 500}}},
+                "Refund": {"type": "object", "required": ["id", "object", "payment", "amount", "currency", "status", "created"], "properties": {
+                    "id": {"type": "string"}, "object": {"const": "refund"}, "payment": {"type": "string"}, "amount": {"type": "integer"},
+                    "currency": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+                    "reason": {"type": "string"}, "failure_code": {"type": "string"}, "created": {"type": "integer"}}},
+                "RefundList": {"type": "object", "required": ["object", "data", "has_more"], "properties": {
+                    "object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Refund"}}, "has_more": {"type": "boolean"}}},
+                "GatewayEvent": {"type": "object", "additionalProperties": false, "required": ["id", "type", "data"], "properties": {
+                    "id": {"type": "string", "minLength": 1, "maxLength": 128}, "type": {"type": "string", "enum": ["refund.failed", "refund.succeeded"]},
+                    "data": {"type": "object", "additionalProperties": false, "required": ["refund"], "properties": {"refund": {"type": "string", "pattern": RE_ID}}}}},
+                "Revocation": {"type": "object", "additionalProperties": false, "description": "Exactly one of jti, subject or role", "properties": {
+                    "jti": {"type": ["string", "null"], "maxLength": 256}, "expires_at": {"type": ["integer", "null"]},
+                    "subject": {"type": ["string", "null"], "maxLength": 256},
+                    "role": {"type": ["string", "null"], "enum": ["merchant", "support", "admin", null]},
+                    "before": {"type": ["integer", "null"]}}},
+                "Revoked": {"type": "object", "required": ["revoked", "before"], "properties": {"revoked": {"type": "boolean"}, "before": {"type": "integer"}}},
+            },
+        },
+        "x-body-limit-bytes": BODY_LIMIT,
+    })
+}
+
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_documents_its_errors_and_references_resolve() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let text = doc.to_string();
+        for reference in text.split("\"$ref\":\"").skip(1).map(|r| r.split('"').next().unwrap()) {
+            let path: Vec<&str> = reference.trim_start_matches("#/").split('/').collect();
+            let mut node = &doc;
+            for p in &path {
+                node = &node[*p];
+            }
+            assert!(!node.is_null(), "dangling $ref {reference}");
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                assert!(op["responses"]["default"].is_object(), "{method} {path} documents no problem response");
+                assert!(op["operationId"].is_string(), "{method} {path}");
+            }
+        }
+    }
+}
