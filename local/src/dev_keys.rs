@@ -22,6 +22,7 @@ Gt6cA0UxmhXZ29dWLV410v5OCOrszahz+MTQ3fe5T5gi3YSSutKknKC89g==
 /// The local stack's gateway webhook secret when none is configured.
 pub const DEV_GATEWAY_WEBHOOK_SECRET: &str = "settle-local-gateway-webhook-secret-0001";
 const DEV_FINGERPRINT_KEY: &str = "settle-local-card-fingerprint-key-000001";
+const DEV_WEBHOOK_MASTER_KEY: &str = "settle-local-webhook-master-key-00000001";
 
 /// Fills in development credentials for what is not configured; returns a line per
 /// default used, for the banner.
@@ -35,6 +36,10 @@ pub fn apply(config: &mut Config) -> Vec<String> {
     if config.card_fingerprint_key.is_none() {
         config.card_fingerprint_key = Some(Secret::new(DEV_FINGERPRINT_KEY));
         used.push("card fingerprints: development key".to_string());
+    }
+    if config.webhook_master_key.is_none() {
+        config.webhook_master_key = Some(Secret::new(DEV_WEBHOOK_MASTER_KEY));
+        used.push("webhook secrets: sealed with a development master key".to_string());
     }
     if config.gateway_webhook_secret.is_none() {
         config.gateway_webhook_secret = Some(Secret::new(DEV_GATEWAY_WEBHOOK_SECRET));

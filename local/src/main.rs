@@ -106,6 +106,10 @@ async fn up(real: bool, watch: PathBuf) -> anyhow::Result<()> {
     let sources = Sources { env: &env, secrets: None };
     let mut config = settle_shared::Config::load(&sources, backend)?;
     config.backend = backend;
+    if std::env::var_os("SETTLE_WEBHOOK_ALLOW_PRIVATE").is_none() {
+        // Locally, merchants' receivers are on this machine, over http.
+        config.webhooks.allow_private = true;
+    }
     let stack = LocalStack::start(config, StackOptions { watch_dir: Some(watch), ..StackOptions::default() }).await?;
     match backend {
         Backend::Memory => println!(

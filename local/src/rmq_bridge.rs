@@ -3,8 +3,10 @@
 
 use crate::stack::Observation;
 use aws_lambda_events::event::rabbitmq::{RabbitMqBasicProperties, RabbitMqEvent, RabbitMqMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use base64::Engine;
 use settle_notify::Notifier;
+use settle_shared::ports::delay_queue::DelayQueue;
 use settle_shared::ports::events::Delivery;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,6 +37,48 @@ pub fn to_rmq_event(queue: &str, delivery: &Delivery) -> RabbitMqEvent {
     event.event_source_arn = Some("arn:aws:mq:local:000000000000:broker:settle-local:b-local".into());
     event.messages_by_queue = HashMap::from([(format!("{queue}::/"), vec![message])]);
     event
+}
+
+/// Feeds the webhook retry queue to the notifier as the SQS event source mapping would:
+/// batches of up to 10, each message deleted once handled, failed ones left to reappear
+/// after their visibility timeout.
+pub async fn run_retries(notifier: Notifier, queue: DelayQueue) {
+    loop {
+        let messages = match queue.receive(10, Duration::from_secs(1)).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "retry feed: cannot poll the retry queue; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "messageId": m.message_id, "receiptHandle": m.receipt, "body": m.body,
+                    "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
+                    "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:settle-webhook-retries", "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let event: SqsEvent = match serde_json::from_value(serde_json::json!({ "Records": records })) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "retry feed: could not build the SQS event");
+                continue;
+            }
+        };
+        let response = notifier.handle_retries(event).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        for m in messages.iter().filter(|m| !failed.contains(&m.message_id)) {
+            queue.delete(&m.receipt).await.ok();
+        }
+    }
 }
 
 /// Runs until the subscription ends. A delivery is acked once the notifier has handled

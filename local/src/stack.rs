@@ -122,7 +122,10 @@ impl LocalStack {
         }
 
         // notify's trigger.
-        let notifier = Notifier::new(backends.clone());
+        let notifier = Notifier::new(&config, backends.clone())?;
+        if let Some(queue) = backends.retry_queue.clone() {
+            tasks.push(tokio::spawn(rmq_bridge::run_retries(notifier.clone(), queue)));
+        }
         banner.push(format!(
             "notify       queue {} bound to exchange {} (aws:rmq events)",
             backends.topology.queue, backends.topology.exchange

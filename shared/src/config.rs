@@ -76,6 +76,42 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Prefix of every key Settle writes to Redis, so deployments can share one.
     pub redis_prefix: String,
+    pub webhooks: WebhookSettings,
+}
+
+/// How the notifier delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Local development only: allow http and loopback/private receivers.
+    pub allow_private: bool,
+    /// Waits before attempts 2, 3, …; its length is the number of retries.
+    pub retry_schedule: Vec<Duration>,
+    /// Bound on one delivery attempt.
+    pub timeout: Duration,
+    /// An endpoint that has failed everything for this long is disabled.
+    pub disable_after: Duration,
+    /// Optional SQS queue for operators' copies of dead deliveries.
+    pub dlq_url: Option<String>,
+}
+
+/// `5s,5m,30m,2h` → durations.
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (digits, unit) = item.split_at(item.find(|c: char| !c.is_ascii_digit()).unwrap_or(item.len()));
+            let n: u64 = digits.parse().map_err(|_| format!("'{item}' is not a duration like 5s, 5m or 2h"))?;
+            let secs = match unit {
+                "ms" => return Ok(Duration::from_millis(n)),
+                "s" | "" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                _ => return Err(format!("'{item}' is not a duration like 5s, 5m or 2h")),
+            };
+            Ok(Duration::from_secs(secs))
+        })
+        .collect()
 }
 
 /// GCRA limits per caller class. Each is `N/PERIOD` (`600/60s`, `10/1s`, `100/1m`):
@@ -230,6 +266,16 @@ impl Config {
                 refunds: rate(sources, "SETTLE_RATE_LIMIT_REFUNDS", "120/60s")?,
             },
             redis_prefix: name_setting("SETTLE_REDIS_PREFIX", "settle:")?,
+            webhooks: WebhookSettings {
+                allow_private: sources.parse("SETTLE_WEBHOOK_ALLOW_PRIVATE", false)?,
+                retry_schedule: parse_schedule(
+                    &sources.env("SETTLE_WEBHOOK_RETRY_SCHEDULE").unwrap_or_else(|| "5s,5m,30m,2h,5h,10h,10h".into()),
+                )
+                .map_err(|reason| ConfigError::Invalid { name: "SETTLE_WEBHOOK_RETRY_SCHEDULE", reason })?,
+                timeout: Duration::from_millis(sources.parse("SETTLE_WEBHOOK_TIMEOUT_MS", 15_000)?),
+                disable_after: Duration::from_secs(sources.parse("SETTLE_WEBHOOK_DISABLE_AFTER_SECS", 5 * 86_400)?),
+                dlq_url: sources.env("SETTLE_WEBHOOK_DLQ_URL"),
+            },
         })
     }
 

@@ -14,6 +14,8 @@ pub mod problem;
 pub mod redact;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook_signature;
+pub mod webhooks;
 
 pub use backends::Backends;
 pub use config::Config;

@@ -1,22 +1,72 @@
-//! Settle's notifier: receives Settle events from Amazon MQ for RabbitMQ (the `aws:rmq`
-//! Lambda event, or the local stack's bridge which builds the same shape) and handles each
-//! message on its own, so one bad message never fails the others.
+//! Settle's notifier: turns Settle events from Amazon MQ for RabbitMQ (the `aws:rmq`
+//! Lambda event, or the local stack's bridge which builds the same shape) into signed
+//! Standard Webhooks deliveries to merchants' endpoints, retried through an SQS queue
+//! (the same function consumes it), dead-lettered when the schedule is spent. Each
+//! message and each delivery is handled on its own: one bad message or one hanging
+//! endpoint never fails or delays the others.
+
+pub mod deliver;
+pub mod retry_schedule;
 
 use aws_lambda_events::event::rabbitmq::{RabbitMqEvent, RabbitMqMessage};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use base64::Engine;
-use serde::Serialize;
-use settle_shared::domain::event::CloudEvent;
-use settle_shared::Backends;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use settle_shared::config::WebhookSettings;
+use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
+use settle_shared::ports::delay_queue::DelayQueue;
+use settle_shared::ports::documents::{Cond, Document, Query, StoreError};
+use settle_shared::ports::events::OutgoingMessage;
+use settle_shared::webhook_signature::signature_header;
+use settle_shared::webhooks::{
+    check_url, delivery_id, EndpointRecord, RetryMessage, SecretBox, UrlPolicy, ATTEMPTS, DEAD_LETTERS, DELIVERIES,
+    ENDPOINTS,
+};
+use settle_shared::{Backends, Config};
+use std::time::Duration;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum MessageOutcome {
-    /// A well-formed Settle event, accepted for delivery.
-    Accepted { event_id: String, event_type: String, merchant_id: Option<String> },
-    /// Not a Settle event (bad base64, not CloudEvents JSON): never retried, reported
-    /// with its reason so it can be dead-lettered.
+    /// A Settle event, fanned out to the merchant's matching endpoints.
+    Accepted { event_id: String, event_type: String, merchant_id: Option<String>, deliveries: Vec<DeliveryOutcome> },
+    /// Not a Settle event: dead-lettered with its reason, never retried.
     Malformed { reason: String },
+}
+
+/// What became of one delivery attempt (or why none was made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    Delivered {
+        endpoint_id: String,
+        attempt: u32,
+        status: u16,
+    },
+    /// Failed; the next attempt is on the retry queue.
+    Retrying {
+        endpoint_id: String,
+        attempt: u32,
+        next_in_ms: u64,
+    },
+    /// The schedule is spent: dead-lettered.
+    Dead {
+        endpoint_id: String,
+        attempt: u32,
+    },
+    /// 410 Gone, or failing for too long: the endpoint was disabled.
+    Disabled {
+        endpoint_id: String,
+        attempt: u32,
+    },
+    /// Already made (a duplicate broker delivery), or the endpoint is gone or disabled.
+    Skipped {
+        endpoint_id: String,
+        reason: String,
+    },
 }
 
 /// The outcome of every message of one invocation, in event order.
@@ -31,15 +81,108 @@ impl BatchReport {
     }
 }
 
+/// A fault that would hit every message (a store is down): the invocation fails so that
+/// the event source delivers the batch again.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for NotifyError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => NotifyError::Unavailable(format!("MongoDB: {m}")),
+            other => NotifyError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<NotifyError> for lambda_runtime::Diagnostic {
+    fn from(e: NotifyError) -> Self {
+        let error_type = match e {
+            NotifyError::Unavailable(_) => "Settle.DependencyUnavailable",
+            NotifyError::Internal(_) => "Settle.Internal",
+        };
+        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+    }
+}
+
+/// A delivery: one event for one endpoint, with the event's body kept for retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: String,
+    pub merchant_id: String,
+    pub body: String,
+    /// pending | delivered | retrying | dead | gone | skipped
+    pub status: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn doc(value: serde_json::Value) -> Document {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+fn to_doc<T: Serialize>(value: &T) -> Document {
+    doc(serde_json::to_value(value).unwrap_or_default())
+}
+
+fn from_doc<T: for<'de> Deserialize<'de>>(d: Document) -> Result<T, NotifyError> {
+    serde_json::from_value(serde_json::Value::Object(d))
+        .map_err(|e| NotifyError::Internal(format!("stored record unreadable: {e}")))
+}
+
 /// The notifier with its dependencies, built once per cold start.
 #[derive(Clone)]
 pub struct Notifier {
     backends: Backends,
+    http: reqwest::Client,
+    sealer: SecretBox,
+    settings: WebhookSettings,
+    policy: UrlPolicy,
+    retry_queue: DelayQueue,
+    dead_letter_queue: Option<DelayQueue>,
 }
 
 impl Notifier {
-    pub fn new(backends: Backends) -> Self {
-        Notifier { backends }
+    /// Needs `SETTLE_WEBHOOK_MASTER_KEY` and a retry queue (`SETTLE_RETRY_QUEUE_URL`).
+    pub fn new(config: &Config, backends: Backends) -> anyhow::Result<Self> {
+        let master = config
+            .webhook_master_key
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("configuration: SETTLE_WEBHOOK_MASTER_KEY is required but not set"))?;
+        let retry_queue = backends
+            .retry_queue
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("configuration: SETTLE_RETRY_QUEUE_URL is required but not set"))?;
+        let dead_letter_queue = match (&config.webhooks.dlq_url, &backends.sdk) {
+            (Some(url), Some(sdk)) => Some(DelayQueue::Sqs(settle_shared::ports::delay_queue::SqsQueue::new(sdk, url))),
+            _ => None,
+        };
+        let policy = UrlPolicy { allow_private: config.webhooks.allow_private };
+        Ok(Notifier {
+            http: deliver::client(policy, config.webhooks.timeout),
+            sealer: SecretBox::new(&master),
+            settings: config.webhooks.clone(),
+            policy,
+            retry_queue,
+            dead_letter_queue,
+            backends,
+        })
     }
 
     pub fn backends(&self) -> &Backends {
@@ -48,85 +191,334 @@ impl Notifier {
 
     /// Handles one `aws:rmq` event: every message of every queue, each on its own.
     /// Amazon MQ has no partial batch response, so this only fails for a fault that
-    /// would hit every message; per-message problems are outcomes, not errors.
-    pub async fn handle_batch(&self, event: RabbitMqEvent) -> Result<BatchReport, lambda_runtime::Error> {
+    /// would hit every message (a store is down); per-message problems are outcomes.
+    pub async fn handle_batch(&self, event: RabbitMqEvent) -> Result<BatchReport, NotifyError> {
         let mut report = BatchReport::default();
         for (queue, messages) in event.messages_by_queue {
-            for message in &messages {
-                let outcome = handle_message(message);
-                match &outcome {
-                    MessageOutcome::Accepted { event_id, event_type, .. } => {
-                        tracing::info!(%queue, %event_id, %event_type, "event accepted");
-                    }
-                    MessageOutcome::Malformed { reason } => {
-                        tracing::warn!(%queue, %reason, "malformed message");
-                    }
-                }
-                report.outcomes.push((queue.clone(), outcome));
+            let handled = join_all(messages.iter().map(|m| self.handle_message(&queue, m))).await;
+            for outcome in handled {
+                report.outcomes.push((queue.clone(), outcome?));
             }
         }
         Ok(report)
     }
+
+    pub async fn handle_message(&self, queue: &str, message: &RabbitMqMessage) -> Result<MessageOutcome, NotifyError> {
+        let event = match decode(message) {
+            Ok(event) => event,
+            Err(reason) => {
+                tracing::warn!(%queue, %reason, "malformed message dead-lettered");
+                let excerpt: String = message.data.as_deref().unwrap_or_default().chars().take(512).collect();
+                let letter = json!({"_id": uuid::Uuid::new_v4().to_string(), "kind": "malformed_message", "reason": reason,
+                    "queue": queue, "data_excerpt": excerpt, "at": now_ms()});
+                self.backends.documents.insert(DEAD_LETTERS, doc(letter)).await?;
+                return Ok(MessageOutcome::Malformed { reason });
+            }
+        };
+        let Some(merchant) = event.merchantid.clone() else {
+            return Ok(MessageOutcome::Accepted {
+                event_id: event.id,
+                event_type: event.event_type,
+                merchant_id: None,
+                deliveries: Vec::new(),
+            });
+        };
+        let query = Query::new()
+            .filter(Cond::eq("merchant_id", merchant.as_str()))
+            .filter(Cond::eq("enabled", true))
+            .limit(100);
+        let endpoints: Vec<EndpointRecord> = self
+            .backends
+            .documents
+            .find(ENDPOINTS, &query)
+            .await?
+            .into_iter()
+            .filter_map(|d| from_doc::<EndpointRecord>(d).ok())
+            .filter(|e| e.wants(&event.event_type))
+            .collect();
+        let body = String::from_utf8_lossy(&event.to_json()).into_owned();
+        let deliveries = join_all(endpoints.iter().map(|e| self.start(&event, &body, e))).await;
+        let deliveries = deliveries.into_iter().collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(event_id = %event.id, event_type = %event.event_type, endpoints = deliveries.len(), "event fanned out");
+        Ok(MessageOutcome::Accepted {
+            event_id: event.id,
+            event_type: event.event_type,
+            merchant_id: Some(merchant),
+            deliveries,
+        })
+    }
+
+    /// Records the delivery (once per event and endpoint, whatever the duplicates) and
+    /// makes the first attempt.
+    async fn start(
+        &self,
+        event: &CloudEvent,
+        body: &str,
+        endpoint: &EndpointRecord,
+    ) -> Result<DeliveryOutcome, NotifyError> {
+        let now = now_ms();
+        let record = DeliveryRecord {
+            id: delivery_id(&event.id, &endpoint.id),
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            endpoint_id: endpoint.id.clone(),
+            merchant_id: endpoint.merchant_id.clone(),
+            body: body.to_string(),
+            status: "pending".into(),
+            attempts: 0,
+            next_retry_at: None,
+            created: now,
+            updated: now,
+        };
+        match self.backends.documents.insert(DELIVERIES, to_doc(&record)).await {
+            Ok(()) => self.attempt(&record.id, 1, false).await,
+            Err(StoreError::Duplicate { .. }) => Ok(DeliveryOutcome::Skipped {
+                endpoint_id: endpoint.id.clone(),
+                reason: "already delivered or in progress".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes attempt `attempt` of a delivery and decides what follows.
+    pub async fn attempt(&self, delivery_id: &str, attempt: u32, resend: bool) -> Result<DeliveryOutcome, NotifyError> {
+        let docs = &self.backends.documents;
+        let Some(d) = docs.get(DELIVERIES, delivery_id).await? else {
+            return Ok(DeliveryOutcome::Skipped { endpoint_id: String::new(), reason: "no such delivery".into() });
+        };
+        let delivery: DeliveryRecord = from_doc(d)?;
+        let skipped = |reason: &str| DeliveryOutcome::Skipped {
+            endpoint_id: delivery.endpoint_id.clone(),
+            reason: reason.into(),
+        };
+        if !resend && (delivery.status == "delivered" || delivery.status == "dead" || delivery.attempts >= attempt) {
+            // A duplicate of a retry message already acted on.
+            return Ok(skipped("attempt already made"));
+        }
+        let Some(e) = docs.get(ENDPOINTS, &delivery.endpoint_id).await? else {
+            self.set_delivery(&delivery, "skipped", attempt, None).await?;
+            return Ok(skipped("endpoint deleted"));
+        };
+        let endpoint: EndpointRecord = from_doc(e)?;
+        if !endpoint.enabled {
+            self.set_delivery(&delivery, "skipped", attempt, None).await?;
+            return Ok(skipped("endpoint disabled"));
+        }
+
+        let now = now_ms();
+        let result = match check_url(&endpoint.url, self.policy).await {
+            Err(e) => deliver::AttemptResult {
+                status: None,
+                duration: Duration::ZERO,
+                excerpt: String::new(),
+                error: Some(format!("URL refused: {e}")),
+                retry_after: None,
+            },
+            Ok(_) => {
+                let secrets: Vec<_> = endpoint
+                    .secrets
+                    .iter()
+                    .filter(|s| s.expires_at.is_none_or(|t| t > now))
+                    .filter_map(|s| self.sealer.open(&s.sealed).ok())
+                    .collect();
+                let exposed: Vec<&str> = secrets.iter().map(|s| s.expose()).collect();
+                let timestamp = now / 1000;
+                match signature_header(&exposed, &delivery.event_id, timestamp, delivery.body.as_bytes()) {
+                    Ok(signature) => {
+                        deliver::post(
+                            &self.http,
+                            &endpoint.url,
+                            &delivery.event_id,
+                            timestamp,
+                            &signature,
+                            delivery.body.as_bytes(),
+                        )
+                        .await
+                    }
+                    Err(e) => deliver::AttemptResult {
+                        status: None,
+                        duration: Duration::ZERO,
+                        excerpt: String::new(),
+                        error: Some(format!("signing failed: {e}")),
+                        retry_after: None,
+                    },
+                }
+            }
+        };
+
+        let endpoint_id = endpoint.id.clone();
+        let (outcome, next_retry_at) = if result.delivered() {
+            if endpoint.failing_since.is_some() {
+                let set = doc(json!({"failing_since": null, "updated": now}));
+                docs.update(ENDPOINTS, &endpoint.id, vec![], set).await?;
+            }
+            self.set_delivery(&delivery, "delivered", attempt, None).await?;
+            (DeliveryOutcome::Delivered { endpoint_id, attempt, status: result.status.unwrap_or(200) }, None)
+        } else if result.gone() {
+            self.disable(&endpoint, "the endpoint answered 410 Gone").await?;
+            self.set_delivery(&delivery, "gone", attempt, None).await?;
+            (DeliveryOutcome::Disabled { endpoint_id, attempt }, None)
+        } else {
+            let failing_since = endpoint.failing_since.unwrap_or(now);
+            if endpoint.failing_since.is_none() {
+                docs.update(ENDPOINTS, &endpoint.id, vec![], doc(json!({"failing_since": now, "updated": now})))
+                    .await?;
+            }
+            let failing_for = Duration::from_millis(u64::try_from(now - failing_since).unwrap_or(0));
+            if failing_for >= self.settings.disable_after {
+                self.disable(&endpoint, "every delivery failed for the configured period").await?;
+                self.dead_letter(&delivery, attempt, &result).await?;
+                (DeliveryOutcome::Disabled { endpoint_id, attempt }, None)
+            } else {
+                match retry_schedule::next_delay(&self.settings.retry_schedule, attempt + 1, result.retry_after) {
+                    Some(delay) if !resend => {
+                        let due_at = now + delay.as_millis() as i64;
+                        self.schedule(&delivery.id, attempt + 1, due_at).await?;
+                        self.set_delivery(&delivery, "retrying", attempt, Some(due_at)).await?;
+                        (
+                            DeliveryOutcome::Retrying { endpoint_id, attempt, next_in_ms: delay.as_millis() as u64 },
+                            Some(due_at),
+                        )
+                    }
+                    _ => {
+                        self.dead_letter(&delivery, attempt, &result).await?;
+                        (DeliveryOutcome::Dead { endpoint_id, attempt }, None)
+                    }
+                }
+            }
+        };
+        let log = json!({
+            "_id": uuid::Uuid::new_v4().to_string(),
+            "delivery_id": delivery.id, "endpoint_id": delivery.endpoint_id, "event_id": delivery.event_id,
+            "merchant_id": delivery.merchant_id, "attempt": attempt, "resend": resend, "at": now,
+            "status_code": result.status, "duration_ms": result.duration.as_millis() as i64,
+            "response_excerpt": result.excerpt, "error": result.error, "next_retry_at": next_retry_at,
+        });
+        docs.insert(ATTEMPTS, doc(log)).await?;
+        Ok(outcome)
+    }
+
+    async fn set_delivery(
+        &self,
+        d: &DeliveryRecord,
+        status: &str,
+        attempts: u32,
+        next_retry_at: Option<i64>,
+    ) -> Result<(), NotifyError> {
+        let set =
+            doc(json!({"status": status, "attempts": attempts, "next_retry_at": next_retry_at, "updated": now_ms()}));
+        self.backends.documents.update(DELIVERIES, &d.id, vec![], set).await?;
+        Ok(())
+    }
+
+    /// Puts the next attempt on the retry queue; SQS delays at most 15 minutes, so a
+    /// longer wait is re-enqueued on receipt until it is due.
+    async fn schedule(&self, delivery_id: &str, attempt: u32, due_at: i64) -> Result<(), NotifyError> {
+        let message = RetryMessage { delivery_id: delivery_id.to_string(), attempt, due_at, resend: false };
+        let body = serde_json::to_string(&message).map_err(|e| NotifyError::Internal(e.to_string()))?;
+        let delay = Duration::from_millis(u64::try_from(due_at - now_ms()).unwrap_or(0));
+        self.retry_queue.send(&body, delay).await.map_err(|e| NotifyError::Unavailable(format!("retry queue: {e}")))?;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &DeliveryRecord,
+        attempt: u32,
+        result: &deliver::AttemptResult,
+    ) -> Result<(), NotifyError> {
+        self.set_delivery(d, "dead", attempt, None).await?;
+        let letter = json!({"_id": uuid::Uuid::new_v4().to_string(), "kind": "delivery", "delivery_id": d.id,
+            "endpoint_id": d.endpoint_id, "event_id": d.event_id, "merchant_id": d.merchant_id, "attempts": attempt,
+            "last_status": result.status, "last_error": result.error, "at": now_ms()});
+        self.backends.documents.insert(DEAD_LETTERS, doc(letter.clone())).await?;
+        if let Some(dlq) = &self.dead_letter_queue {
+            if let Err(e) = dlq.send(&letter.to_string(), Duration::ZERO).await {
+                tracing::warn!(error = %e, "could not copy the dead letter to the SQS DLQ");
+            }
+        }
+        Ok(())
+    }
+
+    /// Disables an endpoint and tells the merchant with an `endpoint.disabled` event.
+    async fn disable(&self, endpoint: &EndpointRecord, reason: &str) -> Result<(), NotifyError> {
+        let set = doc(json!({"enabled": false, "disabled_reason": reason, "updated": now_ms()}));
+        self.backends.documents.update(ENDPOINTS, &endpoint.id, vec![Cond::eq("enabled", true)], set).await?;
+        let mut event = CloudEvent::new(
+            "endpoint.disabled",
+            "/settle/notify",
+            json!({"endpoint_id": endpoint.id, "url": endpoint.url, "reason": reason}),
+        );
+        event.subject = Some(endpoint.id.clone());
+        event.merchantid = Some(endpoint.merchant_id.clone());
+        let message = OutgoingMessage {
+            routing_key: event.event_type.clone(),
+            message_id: event.id.clone(),
+            content_type: CLOUDEVENTS_JSON.into(),
+            headers: Default::default(),
+            body: event.to_json(),
+        };
+        if let Err(e) = self.backends.bus.publish(&self.backends.topology.exchange, &message).await {
+            tracing::warn!(error = %e, endpoint = %endpoint.id, "endpoint disabled; its event could not be published");
+        }
+        tracing::warn!(endpoint = %endpoint.id, %reason, "webhook endpoint disabled");
+        Ok(())
+    }
+
+    /// Handles the retry queue's SQS event; failed items are reported for redelivery.
+    pub async fn handle_retries(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let ok = match serde_json::from_str::<RetryMessage>(record.body.as_deref().unwrap_or("")) {
+                Err(e) => {
+                    // Never retried: it would fail the same way every time.
+                    tracing::warn!(error = %e, message_id = %id, "unreadable retry message dropped");
+                    true
+                }
+                Ok(m) => self.handle_retry(&m).await.map_err(|e| tracing::warn!(error = %e, "retry failed")).is_ok(),
+            };
+            if !ok {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    pub async fn handle_retry(&self, message: &RetryMessage) -> Result<Option<DeliveryOutcome>, NotifyError> {
+        let remaining = message.due_at - now_ms();
+        if remaining > 1000 {
+            // Not due yet (waits longer than SQS's 15-minute maximum): back on the queue.
+            self.schedule(&message.delivery_id, message.attempt, message.due_at).await?;
+            return Ok(None);
+        }
+        self.attempt(&message.delivery_id, message.attempt, message.resend).await.map(Some)
+    }
+}
+
+/// One invocation: the `aws:rmq` event from Amazon MQ, or the retry queue's SQS event
+/// (answered with a partial batch response).
+pub async fn dispatch(notifier: &Notifier, payload: serde_json::Value) -> Result<serde_json::Value, NotifyError> {
+    let bad = |e: serde_json::Error| NotifyError::Internal(format!("unrecognised event: {e}"));
+    if payload.get("rmqMessagesByQueue").is_some() {
+        let event: RabbitMqEvent = serde_json::from_value(payload).map_err(bad)?;
+        let report = notifier.handle_batch(event).await?;
+        return serde_json::to_value(report).map_err(bad);
+    }
+    let from_sqs = payload["Records"][0]["eventSource"].as_str() == Some("aws:sqs");
+    if from_sqs {
+        let event: SqsEvent = serde_json::from_value(payload).map_err(bad)?;
+        return serde_json::to_value(notifier.handle_retries(event).await).map_err(bad);
+    }
+    Err(NotifyError::Internal("unrecognised event: neither aws:rmq nor aws:sqs".into()))
 }
 
 /// Decodes one message: base64 body (as Amazon MQ delivers it) holding a CloudEvent.
-pub fn handle_message(message: &RabbitMqMessage) -> MessageOutcome {
-    let Some(data) = message.data.as_deref() else {
-        return MessageOutcome::Malformed { reason: "message has no data".into() };
-    };
-    let body = match base64::engine::general_purpose::STANDARD.decode(data) {
-        Ok(body) => body,
-        Err(e) => return MessageOutcome::Malformed { reason: format!("data is not base64: {e}") },
-    };
-    match CloudEvent::from_json(&body) {
-        Ok(event) => {
-            MessageOutcome::Accepted { event_id: event.id, event_type: event.event_type, merchant_id: event.merchantid }
-        }
-        Err(e) => MessageOutcome::Malformed { reason: e.to_string() },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event_from_fixture(data: &str) -> RabbitMqEvent {
-        let mut event: RabbitMqEvent =
-            serde_json::from_str(include_str!("../../../events/notify/rmq-payment-succeeded.json")).unwrap();
-        for messages in event.messages_by_queue.values_mut() {
-            messages.push({
-                let mut m = messages[0].clone();
-                m.data = Some(data.to_string());
-                m
-            });
-        }
-        event
-    }
-
-    #[tokio::test]
-    async fn good_and_bad_messages_get_their_own_outcome() {
-        let notifier = Notifier::new(Backends::memory(&test_config()));
-        let report = notifier.handle_batch(event_from_fixture("%%% not base64")).await.unwrap();
-        assert_eq!(report.outcomes.len(), 2);
-        assert!(
-            matches!(&report.outcomes[0].1, MessageOutcome::Accepted { event_type, .. } if event_type == "payment.succeeded")
-        );
-        assert!(matches!(&report.outcomes[1].1, MessageOutcome::Malformed { reason } if reason.contains("base64")));
-
-        let not_an_event = base64::engine::general_purpose::STANDARD.encode(b"{\"hello\":1}");
-        let report = notifier.handle_batch(event_from_fixture(&not_an_event)).await.unwrap();
-        assert_eq!(report.accepted(), 1);
-        assert!(
-            matches!(&report.outcomes[1].1, MessageOutcome::Malformed { reason } if reason.contains("CloudEvents"))
-        );
-    }
-
-    fn test_config() -> settle_shared::Config {
-        let env = |_: &str| None;
-        settle_shared::Config::load(
-            &settle_shared::config::Sources { env: &env, secrets: None },
-            settle_shared::config::Backend::Memory,
-        )
-        .unwrap()
-    }
+pub fn decode(message: &RabbitMqMessage) -> Result<CloudEvent, String> {
+    let data = message.data.as_deref().ok_or("message has no data")?;
+    let body =
+        base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("data is not base64: {e}"))?;
+    CloudEvent::from_json(&body).map_err(|e| e.to_string())
 }

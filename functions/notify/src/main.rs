@@ -1,4 +1,5 @@
-//! Lambda entry point of the notifier: wires config and clients, then serves `aws:rmq` events.
+//! Lambda entry point of the notifier: wires config and clients, then serves both of its
+//! triggers: `aws:rmq` events from Amazon MQ and SQS events from the retry queue.
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use settle_notify::Notifier;
@@ -8,10 +9,10 @@ use settle_shared::config::{self, Backend};
 async fn main() -> Result<(), lambda_runtime::Error> {
     settle_shared::telemetry::init();
     let config = config::from_process_env(Backend::Real).await?;
-    let notifier = Notifier::new(settle_shared::Backends::connect(&config).await?);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<aws_lambda_events::event::rabbitmq::RabbitMqEvent>| {
+    let notifier = Notifier::new(&config, settle_shared::Backends::connect(&config).await?)?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let notifier = notifier.clone();
-        async move { notifier.handle_batch(event.payload).await }
+        async move { settle_notify::dispatch(&notifier, event.payload).await }
     }))
     .await
 }

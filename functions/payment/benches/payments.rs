@@ -75,6 +75,7 @@ async fn main() {
         ("SETTLE_JWT_KEY", SECRET.into()),
         ("SETTLE_CARD_FINGERPRINT_KEY", "bench-fingerprint-key-bench-fingerprint".into()),
         ("SETTLE_GATEWAY_WEBHOOK_SECRET", "bench-gateway-secret-bench-gateway-secre".into()),
+        ("SETTLE_WEBHOOK_MASTER_KEY", "bench-webhook-master-key-bench-webhook-ma".into()),
         ("SETTLE_RATE_LIMIT_MERCHANT", "1000000/1s".into()),
         ("SETTLE_RATE_LIMIT_TOKENS", "1000000/1s".into()),
     ]

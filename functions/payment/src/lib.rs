@@ -30,6 +30,7 @@ pub mod payments;
 pub mod refunds;
 pub mod store;
 pub mod tokens;
+pub mod webhook_endpoints;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -49,6 +50,8 @@ pub struct AppState {
     pub outbox: Arc<outbox::Outbox>,
     pub fingerprint_key: Arc<Secret>,
     pub gateway_secret: Arc<Secret>,
+    /// Seals webhook endpoint secrets (from `SETTLE_WEBHOOK_MASTER_KEY`).
+    pub secret_box: settle_shared::webhooks::SecretBox,
 }
 
 impl AppState {
@@ -64,9 +67,12 @@ impl AppState {
             config.card_fingerprint_key.clone().ok_or_else(|| missing("SETTLE_CARD_FINGERPRINT_KEY"))?;
         let gateway_secret =
             config.gateway_webhook_secret.clone().ok_or_else(|| missing("SETTLE_GATEWAY_WEBHOOK_SECRET"))?;
-        for (name, secret) in
-            [("SETTLE_CARD_FINGERPRINT_KEY", &fingerprint_key), ("SETTLE_GATEWAY_WEBHOOK_SECRET", &gateway_secret)]
-        {
+        let master = config.webhook_master_key.clone().ok_or_else(|| missing("SETTLE_WEBHOOK_MASTER_KEY"))?;
+        for (name, secret) in [
+            ("SETTLE_CARD_FINGERPRINT_KEY", &fingerprint_key),
+            ("SETTLE_GATEWAY_WEBHOOK_SECRET", &gateway_secret),
+            ("SETTLE_WEBHOOK_MASTER_KEY", &master),
+        ] {
             if secret.expose().len() < 32 {
                 return Err(KeyError { name, reason: "must be at least 32 characters".into() });
             }
@@ -78,6 +84,7 @@ impl AppState {
             outbox: Arc::new(outbox::Outbox::default()),
             fingerprint_key: Arc::new(fingerprint_key),
             gateway_secret: Arc::new(gateway_secret),
+            secret_box: settle_shared::webhooks::SecretBox::new(&master),
         })
     }
 
@@ -97,6 +104,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payments/{id}/refunds/{refund_id}", get(refunds::get_refund))
         .route("/v1/payments/{id}/{action}", post(payments::payment_action))
         .route("/v1/admin/revocations", post(admin::revoke))
+        .route("/v1/webhook_endpoints", post(webhook_endpoints::create).get(webhook_endpoints::list))
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(webhook_endpoints::get).patch(webhook_endpoints::update).delete(webhook_endpoints::delete),
+        )
+        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhook_endpoints::rotate_secret))
+        .route("/v1/webhook_endpoints/{id}/attempts", get(webhook_endpoints::endpoint_attempts))
+        .route("/v1/webhook_endpoints/{id}/resend", post(webhook_endpoints::resend))
+        .route("/v1/webhook_endpoints/{id}/recover", post(webhook_endpoints::recover))
+        .route("/v1/events/{event_id}/attempts", get(webhook_endpoints::event_attempts))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
@@ -163,9 +180,10 @@ mod tests {
     fn app() -> Router {
         let env = |name: &str| match name {
             "SETTLE_JWT_ALGORITHM" => Some("HS256".to_string()),
-            "SETTLE_JWT_KEY" | "SETTLE_CARD_FINGERPRINT_KEY" | "SETTLE_GATEWAY_WEBHOOK_SECRET" => {
-                Some("unit-test-secret-unit-test-secret-0123".to_string())
-            }
+            "SETTLE_JWT_KEY"
+            | "SETTLE_CARD_FINGERPRINT_KEY"
+            | "SETTLE_GATEWAY_WEBHOOK_SECRET"
+            | "SETTLE_WEBHOOK_MASTER_KEY" => Some("unit-test-secret-unit-test-secret-0123".to_string()),
             _ => None,
         };
         let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Memory).unwrap();

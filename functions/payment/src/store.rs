@@ -30,6 +30,9 @@ pub fn indexes() -> Vec<IndexSpec> {
         IndexSpec::new(REFUNDS, &["payment_id"]),
         IndexSpec::new(OUTBOX, &["status", "created"]),
     ]
+    .into_iter()
+    .chain(settle_shared::webhooks::indexes())
+    .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

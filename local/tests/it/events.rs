@@ -72,7 +72,14 @@ async fn payment_samples_run_through_the_router_as_lambda_http_would() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_samples_are_accepted_by_the_notifier() {
-    let notifier = Notifier::new(real_backends(&crate::stack::unique("it-bucket")).await);
+    let mut config = config(Backend::Real, &[]);
+    settle_local::dev_keys::apply(&mut config);
+    let mut backends = real_backends(&crate::stack::unique("it-bucket")).await;
+    let sdk = backends.sdk.clone().unwrap();
+    let queue =
+        settle_shared::ports::delay_queue::SqsQueue::ensure(&sdk, &crate::stack::unique("it-retries")).await.unwrap();
+    backends.retry_queue = Some(settle_shared::ports::delay_queue::DelayQueue::Sqs(queue));
+    let notifier = Notifier::new(&config, backends).unwrap();
     for (path, text) in samples("notify") {
         let event: RabbitMqEvent = parse_round_trip(&path, &text);
         let report = notifier.handle_batch(event).await.unwrap();

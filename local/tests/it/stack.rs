@@ -112,6 +112,8 @@ async fn event_reaches_notify(stack: &LocalStack) {
             event_id: event.id.clone(),
             event_type: "payment.succeeded".into(),
             merchant_id: Some("m_123".into()),
+            // No endpoints are registered for this merchant.
+            deliveries: Vec::new(),
         }
     );
 }

@@ -5,6 +5,20 @@ use super::ids::EventId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Every event type Settle publishes (routing key = type); webhook endpoints filter on them.
+pub const EVENT_TYPES: &[&str] = &[
+    "payment.succeeded",
+    "payment.failed",
+    "payment.requires_action",
+    "payment.canceled",
+    "payment.captured",
+    "refund.succeeded",
+    "refund.failed",
+    "settlement.ingested",
+    "settlement.mismatch",
+    "endpoint.disabled",
+];
+
 /// The CloudEvents media type for structured-mode JSON.
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 

@@ -81,6 +81,10 @@ prefixed_id!(
     /// A Settle event (CloudEvent `id`).
     EventId, "evt_"
 );
+prefixed_id!(
+    /// A merchant's webhook endpoint.
+    EndpointId, "we_"
+);
 
 /// A merchant id as issued by the operator (`m_` plus letters, digits, `_` or `-`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -50,6 +50,7 @@ pub fn config(overrides: &[(&str, String)]) -> Config {
         ("SETTLE_JWT_AUDIENCE", AUDIENCE.into()),
         ("SETTLE_CARD_FINGERPRINT_KEY", "integration-test-fingerprint-key-0123456789".into()),
         ("SETTLE_GATEWAY_WEBHOOK_SECRET", GATEWAY_SECRET.into()),
+        ("SETTLE_WEBHOOK_MASTER_KEY", "integration-test-webhook-master-key-0123456789".into()),
         ("SETTLE_ADMIN_CIDRS", "127.0.0.0/8".into()),
         ("SETTLE_DEPENDENCY_TIMEOUT_MS", "1500".into()),
     ]

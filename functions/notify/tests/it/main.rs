@@ -1,0 +1,331 @@
+//! The notifier against a real local HTTP receiver, MongoDB, RabbitMQ and the SQS
+//! emulator: signatures, rotation, retries on a compressed schedule, 410, isolation from
+//! a hanging receiver, dead letters, duplicates, resends.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+use settle_notify::{DeliveryOutcome, MessageOutcome, Notifier};
+use settle_shared::config::{Backend, Sources};
+use settle_shared::domain::event::CloudEvent;
+use settle_shared::ports::delay_queue::{DelayQueue, SqsQueue};
+use settle_shared::redact::Secret;
+use settle_shared::webhook_signature::{generate_secret, verify};
+use settle_shared::webhooks::{EndpointRecord, SecretBox, StoredSecret, ATTEMPTS, DEAD_LETTERS, DELIVERIES, ENDPOINTS};
+use settle_shared::{Backends, Config};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MASTER: &str = "notify-test-webhook-master-key-0123456789";
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A receiver: `/ok`, `/fail` (500), `/gone` (410), `/hang` (sleeps past the timeout),
+/// `/flaky/{n}` (500 for the first n requests, then 200). Every request is recorded.
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: Arc<Mutex<Vec<Received>>>,
+    counts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    at: Instant,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    r.seen.lock().unwrap().push(Received { path: path.clone(), at: Instant::now(), headers, body: body.to_vec() });
+    let count = {
+        let mut counts = r.counts.lock().unwrap();
+        let c = counts.entry(path.clone()).or_default();
+        *c += 1;
+        *c
+    };
+    match path.as_str() {
+        "ok" => StatusCode::OK,
+        "fail" => StatusCode::INTERNAL_SERVER_ERROR,
+        "gone" => StatusCode::GONE,
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            StatusCode::OK
+        }
+        p if p.starts_with("flaky") => {
+            let n: u32 = p.trim_start_matches("flaky").parse().unwrap_or(1);
+            if count <= n {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::NO_CONTENT
+            }
+        }
+        _ => StatusCode::NOT_FOUND,
+    }
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, SocketAddr) {
+        let receiver = Receiver::default();
+        let app = Router::new().route("/{path}", post(receive)).with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, addr)
+    }
+
+    fn at(&self, path: &str) -> Vec<Received> {
+        self.seen.lock().unwrap().iter().filter(|r| r.path == path).cloned().collect()
+    }
+}
+
+struct Harness {
+    notifier: Notifier,
+    backends: Backends,
+    sealer: SecretBox,
+    queue: DelayQueue,
+    merchant: String,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let queue = SqsQueue::ensure(&sdk, &unique("it-retries")).await.expect("SQS emulator (scripts/services)");
+        let from_env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        let vars: HashMap<String, String> = [
+            ("SETTLE_MONGODB_URI", from_env("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")),
+            ("SETTLE_REDIS_URL", from_env("SETTLE_REDIS_URL", "redis://127.0.0.1:6379")),
+            ("SETTLE_AMQP_URL", from_env("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+            ("SETTLE_MONGODB_DATABASE", unique("notify")),
+            ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
+            ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
+            ("SETTLE_RETRY_QUEUE_URL", queue.url().to_string()),
+            ("SETTLE_WEBHOOK_MASTER_KEY", MASTER.to_string()),
+            ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true".into()),
+            ("SETTLE_WEBHOOK_RETRY_SCHEDULE", "1s,1s,1s".into()),
+            ("SETTLE_WEBHOOK_TIMEOUT_MS", "1500".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let env = move |name: &str| vars.get(name).cloned();
+        let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap();
+        let backends = Backends::connect(&config).await.unwrap();
+        let problems = backends.health().await.problems();
+        assert!(problems.is_empty(), "services unreachable: {problems:?} (start them with scripts/services)");
+        backends.bus.declare(&backends.topology).await.unwrap();
+        backends.documents.ensure_indexes(&settle_shared::webhooks::indexes()).await.unwrap();
+        let notifier = Notifier::new(&config, backends.clone()).unwrap();
+        Harness {
+            notifier,
+            sealer: SecretBox::new(&Secret::new(MASTER)),
+            queue: backends.retry_queue.clone().unwrap(),
+            backends,
+            merchant: format!("m_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+        }
+    }
+
+    /// Registers an endpoint directly in the store (the Payment API's routes do the same).
+    async fn endpoint(&self, url: String, secrets: &[(&str, Option<i64>)]) -> String {
+        let now = chrono::Utc::now().timestamp_millis();
+        let record = EndpointRecord {
+            id: settle_shared::domain::ids::EndpointId::generate().to_string(),
+            merchant_id: self.merchant.clone(),
+            url,
+            event_types: Vec::new(),
+            description: None,
+            enabled: true,
+            disabled_reason: None,
+            secrets: secrets
+                .iter()
+                .map(|(s, exp)| StoredSecret { sealed: self.sealer.seal(s), created: now, expires_at: *exp })
+                .collect(),
+            failing_since: None,
+            created: now,
+            updated: now,
+        };
+        let doc = serde_json::to_value(&record).unwrap().as_object().cloned().unwrap();
+        self.backends.documents.insert(ENDPOINTS, doc).await.unwrap();
+        record.id
+    }
+
+    fn event(&self, event_type: &str) -> (CloudEvent, aws_lambda_events::event::rabbitmq::RabbitMqEvent) {
+        let mut event = CloudEvent::new(event_type, "/settle/payment", json!({"id": "pay_x", "amount": 100}));
+        event.merchantid = Some(self.merchant.clone());
+        let rmq = rmq_event(&[base64::engine::general_purpose::STANDARD.encode(event.to_json())]);
+        (event, rmq)
+    }
+
+    /// Plays the SQS event source: feeds due retry messages to the notifier until `done`.
+    async fn drain_retries(&self, secs: u64, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline && !done() {
+            let messages = self.queue.receive(10, Duration::from_secs(1)).await.unwrap();
+            for m in messages {
+                let message = serde_json::from_str(&m.body).unwrap();
+                self.notifier.handle_retry(&message).await.unwrap();
+                self.queue.delete(&m.receipt).await.unwrap();
+            }
+        }
+    }
+}
+
+fn rmq_event(datas: &[String]) -> aws_lambda_events::event::rabbitmq::RabbitMqEvent {
+    let messages: Vec<Value> = datas
+        .iter()
+        .map(|d| {
+            json!({"basicProperties": {"contentType": "application/cloudevents+json", "headers": {}, "deliveryMode": 2,
+            "priority": 0, "bodySize": d.len()}, "redelivered": false, "data": d})
+        })
+        .collect();
+    serde_json::from_value(json!({"eventSource": "aws:rmq", "rmqMessagesByQueue": {"settle.notify::/": messages}}))
+        .unwrap()
+}
+
+fn deliveries(report: &settle_notify::BatchReport) -> Vec<DeliveryOutcome> {
+    match &report.outcomes[0].1 {
+        MessageOutcome::Accepted { deliveries, .. } => deliveries.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_are_signed_and_verify_with_every_live_secret() {
+    let h = Harness::new().await;
+    let (receiver, addr) = Receiver::start().await;
+    let (old, new, expired) = (generate_secret(), generate_secret(), generate_secret());
+    let tomorrow = chrono::Utc::now().timestamp_millis() + 86_400_000;
+    h.endpoint(format!("http://{addr}/ok"), &[(&new, None), (&old, Some(tomorrow)), (&expired, Some(1))]).await;
+    let (event, rmq) = h.event("payment.succeeded");
+    let report = h.notifier.handle_batch(rmq).await.unwrap();
+    assert!(matches!(deliveries(&report)[0], DeliveryOutcome::Delivered { status: 200, attempt: 1, .. }));
+
+    let got = &receiver.at("ok")[0];
+    let header = |n: &str| got.headers[n].to_str().unwrap().to_string();
+    assert_eq!(header("webhook-id"), event.id);
+    assert!(header("user-agent").starts_with("Settle-Webhooks/"));
+    // The body is the CloudEvent, unchanged.
+    assert_eq!(got.body, event.to_json());
+    let ts: i64 = header("webhook-timestamp").parse().unwrap();
+    let signature = header("webhook-signature");
+    assert_eq!(signature.split(' ').count(), 2, "the new and the rotated-out secret sign; the expired one not");
+    let now = chrono::Utc::now().timestamp();
+    for secret in [&new, &old] {
+        verify(secret, &signature, &event.id, ts, &got.body, now, 300)
+            .expect("a Standard Webhooks verifier accepts it");
+    }
+    assert!(verify(&expired, &signature, &event.id, ts, &got.body, now, 300).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_retry_on_the_schedule_then_dead_letter() {
+    let h = Harness::new().await;
+    let (receiver, addr) = Receiver::start().await;
+    let secret = generate_secret();
+    let flaky = h.endpoint(format!("http://{addr}/flaky2"), &[(&secret, None)]).await;
+    let failing = h.endpoint(format!("http://{addr}/fail"), &[(&secret, None)]).await;
+    let (event, rmq) = h.event("payment.failed");
+    let report = h.notifier.handle_batch(rmq).await.unwrap();
+    assert!(deliveries(&report).iter().all(|d| matches!(d, DeliveryOutcome::Retrying { attempt: 1, .. })));
+
+    let r = receiver.clone();
+    h.drain_retries(40, move || r.at("flaky2").len() >= 3 && r.at("fail").len() >= 4).await;
+    let flaky_hits = receiver.at("flaky2");
+    assert_eq!(flaky_hits.len(), 3, "two failures, then delivered");
+    for pair in flaky_hits.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(850), "retried after only {gap:?}");
+        assert_eq!(pair[0].headers["webhook-id"], pair[1].headers["webhook-id"], "webhook-id is stable across retries");
+    }
+    assert_eq!(receiver.at("fail").len(), 4, "1 attempt + 3 retries");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = |endpoint: &str| {
+        let id = settle_shared::webhooks::delivery_id(&event.id, endpoint);
+        let docs = h.backends.documents.clone();
+        async move { docs.get(DELIVERIES, &id).await.unwrap().unwrap()["status"].as_str().unwrap().to_string() }
+    };
+    assert_eq!(status(&flaky).await, "delivered");
+    assert_eq!(status(&failing).await, "dead");
+    let q = settle_shared::ports::documents::Query::new()
+        .filter(settle_shared::ports::documents::Cond::eq("endpoint_id", failing.as_str()));
+    let attempts = h.backends.documents.find(ATTEMPTS, &q).await.unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts.iter().all(|a| a["status_code"] == 500 && a["duration_ms"].is_i64()));
+    let letters = h.backends.documents.find(DEAD_LETTERS, &q).await.unwrap();
+    assert_eq!(letters.len(), 1);
+
+    // Resend after the receiver recovers: same webhook-id, delivered.
+    let message = settle_shared::webhooks::RetryMessage {
+        delivery_id: settle_shared::webhooks::delivery_id(&event.id, &flaky),
+        attempt: 4,
+        due_at: 0,
+        resend: true,
+    };
+    let outcome = h.notifier.handle_retry(&message).await.unwrap().unwrap();
+    assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");
+    assert_eq!(receiver.at("flaky2").last().unwrap().headers["webhook-id"].to_str().unwrap(), event.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gone_disables_and_a_hanging_receiver_delays_no_one() {
+    let h = Harness::new().await;
+    let mut events = h.backends.bus.subscribe(&h.backends.topology.queue, 10).await.unwrap();
+    let (receiver, addr) = Receiver::start().await;
+    let secret = generate_secret();
+    let gone = h.endpoint(format!("http://{addr}/gone"), &[(&secret, None)]).await;
+    h.endpoint(format!("http://{addr}/hang"), &[(&secret, None)]).await;
+    h.endpoint(format!("http://{addr}/ok"), &[(&secret, None)]).await;
+    let (_, rmq) = h.event("refund.succeeded");
+    let start = Instant::now();
+    let report = h.notifier.handle_batch(rmq).await.unwrap();
+    let ok_at = receiver.at("ok")[0].at - start;
+    assert!(ok_at < Duration::from_millis(1000), "the healthy endpoint waited {ok_at:?} behind the hanging one");
+    let outcomes = deliveries(&report);
+    assert!(outcomes.iter().any(|d| matches!(d, DeliveryOutcome::Disabled { .. })));
+    assert!(
+        outcomes.iter().any(|d| matches!(d, DeliveryOutcome::Retrying { .. })),
+        "the hang timed out and is retried"
+    );
+    let stored = h.backends.documents.get(ENDPOINTS, &gone).await.unwrap().unwrap();
+    assert_eq!(stored["enabled"], false);
+    // The merchant hears of it.
+    let delivery = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+    let disabled: Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(disabled["type"], "endpoint.disabled");
+    assert_eq!(disabled["data"]["endpoint_id"], gone.as_str());
+    // Disabled endpoints get nothing more.
+    let (_, again) = h.event("refund.succeeded");
+    h.notifier.handle_batch(again).await.unwrap();
+    assert_eq!(receiver.at("gone").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_messages_are_dead_lettered_and_duplicates_sent_once() {
+    let h = Harness::new().await;
+    let (receiver, addr) = Receiver::start().await;
+    h.endpoint(format!("http://{addr}/ok"), &[(&generate_secret(), None)]).await;
+    let (event, _) = h.event("payment.captured");
+    let good = base64::engine::general_purpose::STANDARD.encode(event.to_json());
+    // One batch: a good event, garbage, the good event again (broker redelivery).
+    let report = h.notifier.handle_batch(rmq_event(&[good.clone(), "%%%".into(), good])).await.unwrap();
+    assert_eq!(report.outcomes.len(), 3);
+    assert!(matches!(&report.outcomes[1].1, MessageOutcome::Malformed { reason } if reason.contains("base64")));
+    assert_eq!(receiver.at("ok").len(), 1, "one delivery per (event, endpoint)");
+    let q = settle_shared::ports::documents::Query::new()
+        .filter(settle_shared::ports::documents::Cond::eq("kind", "malformed_message"));
+    let letters = h.backends.documents.find(DEAD_LETTERS, &q).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0]["reason"].as_str().unwrap().contains("base64"));
+}
