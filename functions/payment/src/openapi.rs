@@ -35,8 +35,90 @@ fn path_param(name: &str, pattern: &str) -> Value {
 const PAY_ID: &str = "^pay_[0-9a-f]{32}$";
 const RE_ID: &str = "^re_[0-9a-f]{32}$";
 
+const WE_ID: &str = "^we_[0-9a-f]{32}$";
+
+/// The webhook-endpoint routes and their schemas.
+fn add_webhook_endpoints(doc: &mut Value) {
+    let secured = json!([{"bearer": []}]);
+    let id = path_param("id", WE_ID);
+    let list_of = |schema: &str| {
+        json!({"type": "object", "required": ["object", "data", "has_more"], "properties": {
+        "object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{schema}")}}, "has_more": {"type": "boolean"}}})
+    };
+    let paths = json!({
+        "/v1/webhook_endpoints": {
+            "post": {"operationId": "createWebhookEndpoint", "security": secured, "parameters": [idempotency_key()],
+                "requestBody": body("WebhookEndpointCreate", true), "responses": ok("201", "WebhookEndpoint", "The endpoint, with its secret (shown once)")},
+            "get": {"operationId": "listWebhookEndpoints", "security": secured,
+                "parameters": [{"name": "merchant_id", "in": "query", "description": "Admins only", "schema": {"type": "string"}}],
+                "responses": ok("200", "WebhookEndpointList", "The endpoints")}},
+        "/v1/webhook_endpoints/{id}": {
+            "get": {"operationId": "getWebhookEndpoint", "security": secured, "parameters": [id.clone()], "responses": ok("200", "WebhookEndpoint", "The endpoint")},
+            "patch": {"operationId": "updateWebhookEndpoint", "security": secured, "parameters": [id.clone()],
+                "requestBody": body("WebhookEndpointUpdate", true), "responses": ok("200", "WebhookEndpoint", "The endpoint")},
+            "delete": {"operationId": "deleteWebhookEndpoint", "security": secured, "parameters": [id.clone()],
+                "responses": {"204": {"description": "Deleted"}, "default": problem_response()}}},
+        "/v1/webhook_endpoints/{id}/rotate_secret": {"post": {"operationId": "rotateWebhookSecret", "security": secured,
+            "parameters": [id.clone(), idempotency_key()], "requestBody": body("Empty", false),
+            "responses": ok("200", "WebhookEndpoint", "The endpoint, with its new secret")}},
+        "/v1/webhook_endpoints/{id}/attempts": {"get": {"operationId": "listEndpointAttempts", "security": secured,
+            "parameters": [id.clone(), {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+            "responses": ok("200", "AttemptList", "Attempts, newest first")}},
+        "/v1/webhook_endpoints/{id}/resend": {"post": {"operationId": "resendEvent", "security": secured, "parameters": [id.clone()],
+            "requestBody": body("Resend", true), "responses": ok("202", "Resent", "Queued")}},
+        "/v1/webhook_endpoints/{id}/recover": {"post": {"operationId": "recoverEndpoint", "security": secured, "parameters": [id],
+            "requestBody": body("Recover", true), "responses": ok("202", "Resent", "Queued")}},
+        "/v1/events/{event_id}/attempts": {"get": {"operationId": "listEventAttempts", "security": secured,
+            "parameters": [path_param("event_id", "^evt_[0-9a-f]{32}$"), {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+            "responses": ok("200", "AttemptList", "Attempts, newest first")}},
+    });
+    let event_types: Vec<&str> = settle_shared::domain::event::EVENT_TYPES.to_vec();
+    let schemas = json!({
+        "WebhookEndpointCreate": {"type": "object", "additionalProperties": false, "required": ["url"], "properties": {
+            "url": {"type": "string", "maxLength": 2048, "description": "https; no private or metadata addresses"},
+            "event_types": {"type": "array", "items": {"type": "string", "enum": event_types}},
+            "description": {"type": ["string", "null"], "maxLength": 500},
+            "enabled": {"type": "boolean", "default": true},
+            "merchant_id": {"type": ["string", "null"], "description": "Admins only"}}},
+        "WebhookEndpointUpdate": {"type": "object", "additionalProperties": false, "properties": {
+            "url": {"type": ["string", "null"], "maxLength": 2048},
+            "event_types": {"type": ["array", "null"], "items": {"type": "string", "enum": event_types}},
+            "description": {"type": ["string", "null"], "maxLength": 500},
+            "enabled": {"type": ["boolean", "null"]}}},
+        "WebhookEndpoint": {"type": "object", "required": ["id", "object", "merchant_id", "url", "event_types", "enabled", "created"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "webhook_endpoint"}, "merchant_id": {"type": "string"}, "url": {"type": "string"},
+            "event_types": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string"}, "enabled": {"type": "boolean"},
+            "disabled_reason": {"type": "string"}, "created": {"type": "integer"},
+            "secret": {"type": "string", "description": "whsec_…; only when created or rotated"}}},
+        "WebhookEndpointList": list_of("WebhookEndpoint"),
+        "Attempt": {"type": "object", "properties": {"id": {"type": "string"}, "endpoint_id": {"type": "string"}, "event_id": {"type": "string"},
+            "attempt": {"type": "integer"}, "at": {"type": "integer"}, "status_code": {"type": ["integer", "null"]},
+            "duration_ms": {"type": "integer"}, "response_excerpt": {"type": "string"}, "error": {"type": ["string", "null"]},
+            "next_retry_at": {"type": ["integer", "null"]}}},
+        "AttemptList": list_of("Attempt"),
+        "Resend": {"type": "object", "additionalProperties": false, "required": ["event_id"], "properties": {
+            "event_id": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$"}}},
+        "Recover": {"type": "object", "additionalProperties": false, "required": ["since"], "properties": {
+            "since": {"type": "integer", "minimum": 0, "maximum": 4_102_444_800_i64}}},
+        "Resent": {"type": "object", "required": ["resent", "event_ids"], "properties": {
+            "resent": {"type": "integer"}, "event_ids": {"type": "array", "items": {"type": "string"}}}},
+    });
+    for (k, v) in paths.as_object().into_iter().flatten() {
+        doc["paths"][k] = v.clone();
+    }
+    for (k, v) in schemas.as_object().into_iter().flatten() {
+        doc["components"]["schemas"][k] = v.clone();
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
+    let mut doc = base_document();
+    add_webhook_endpoints(&mut doc);
+    doc
+}
+
+fn base_document() -> Value {
     let statuses: Vec<&str> = PaymentStatus::ALL.iter().map(|s| s.as_str()).collect();
     let secured = json!([{"bearer": []}]);
     json!({

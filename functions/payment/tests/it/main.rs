@@ -10,3 +10,4 @@ mod idempotency;
 mod input;
 mod payments;
 mod refunds;
+mod webhook_endpoints;
