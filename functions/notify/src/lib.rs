@@ -271,7 +271,8 @@ impl Notifier {
             updated: now,
         };
         match self.backends.documents.insert(DELIVERIES, to_doc(&record)).await {
-            Ok(()) => self.attempt(&record.id, 1, false).await,
+            // Both records are in hand: no need to read them back.
+            Ok(()) => self.attempt_with(&record, endpoint.clone(), 1, false).await,
             Err(StoreError::Duplicate { .. }) => Ok(DeliveryOutcome::Skipped {
                 endpoint_id: endpoint.id.clone(),
                 reason: "already delivered or in progress".into(),
@@ -299,9 +300,23 @@ impl Notifier {
             self.set_delivery(&delivery, "skipped", attempt, None).await?;
             return Ok(skipped("endpoint deleted"));
         };
-        let endpoint: EndpointRecord = from_doc(e)?;
+        self.attempt_with(&delivery, from_doc(e)?, attempt, resend).await
+    }
+
+    async fn attempt_with(
+        &self,
+        delivery: &DeliveryRecord,
+        endpoint: EndpointRecord,
+        attempt: u32,
+        resend: bool,
+    ) -> Result<DeliveryOutcome, NotifyError> {
+        let docs = &self.backends.documents;
+        let skipped = |reason: &str| DeliveryOutcome::Skipped {
+            endpoint_id: delivery.endpoint_id.clone(),
+            reason: reason.into(),
+        };
         if !endpoint.enabled {
-            self.set_delivery(&delivery, "skipped", attempt, None).await?;
+            self.set_delivery(delivery, "skipped", attempt, None).await?;
             return Ok(skipped("endpoint disabled"));
         }
 
@@ -352,11 +367,11 @@ impl Notifier {
                 let set = doc(json!({"failing_since": null, "updated": now}));
                 docs.update(ENDPOINTS, &endpoint.id, vec![], set).await?;
             }
-            self.set_delivery(&delivery, "delivered", attempt, None).await?;
+            self.set_delivery(delivery, "delivered", attempt, None).await?;
             (DeliveryOutcome::Delivered { endpoint_id, attempt, status: result.status.unwrap_or(200) }, None)
         } else if result.gone() {
             self.disable(&endpoint, "the endpoint answered 410 Gone").await?;
-            self.set_delivery(&delivery, "gone", attempt, None).await?;
+            self.set_delivery(delivery, "gone", attempt, None).await?;
             (DeliveryOutcome::Disabled { endpoint_id, attempt }, None)
         } else {
             let failing_since = endpoint.failing_since.unwrap_or(now);
@@ -367,21 +382,21 @@ impl Notifier {
             let failing_for = Duration::from_millis(u64::try_from(now - failing_since).unwrap_or(0));
             if failing_for >= self.settings.disable_after {
                 self.disable(&endpoint, "every delivery failed for the configured period").await?;
-                self.dead_letter(&delivery, attempt, &result).await?;
+                self.dead_letter(delivery, attempt, &result).await?;
                 (DeliveryOutcome::Disabled { endpoint_id, attempt }, None)
             } else {
                 match retry_schedule::next_delay(&self.settings.retry_schedule, attempt + 1, result.retry_after) {
                     Some(delay) if !resend => {
                         let due_at = now + delay.as_millis() as i64;
                         self.schedule(&delivery.id, attempt + 1, due_at).await?;
-                        self.set_delivery(&delivery, "retrying", attempt, Some(due_at)).await?;
+                        self.set_delivery(delivery, "retrying", attempt, Some(due_at)).await?;
                         (
                             DeliveryOutcome::Retrying { endpoint_id, attempt, next_in_ms: delay.as_millis() as u64 },
                             Some(due_at),
                         )
                     }
                     _ => {
-                        self.dead_letter(&delivery, attempt, &result).await?;
+                        self.dead_letter(delivery, attempt, &result).await?;
                         (DeliveryOutcome::Dead { endpoint_id, attempt }, None)
                     }
                 }
