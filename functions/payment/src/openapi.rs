@@ -75,13 +75,13 @@ fn add_webhook_endpoints(doc: &mut Value) {
     let event_types: Vec<&str> = settle_shared::domain::event::EVENT_TYPES.to_vec();
     let schemas = json!({
         "WebhookEndpointCreate": {"type": "object", "additionalProperties": false, "required": ["url"], "properties": {
-            "url": {"type": "string", "maxLength": 2048, "description": "https; no private or metadata addresses"},
+            "url": {"type": "string", "format": "uri", "pattern": "^https://", "maxLength": 2048, "description": "https; no private or metadata addresses"},
             "event_types": {"type": "array", "items": {"type": "string", "enum": event_types}},
             "description": {"type": ["string", "null"], "maxLength": 500},
             "enabled": {"type": "boolean", "default": true},
             "merchant_id": {"type": ["string", "null"], "description": "Admins only"}}},
         "WebhookEndpointUpdate": {"type": "object", "additionalProperties": false, "properties": {
-            "url": {"type": ["string", "null"], "maxLength": 2048},
+            "url": {"type": ["string", "null"], "format": "uri", "pattern": "^https://", "maxLength": 2048},
             "event_types": {"type": ["array", "null"], "items": {"type": "string", "enum": event_types}},
             "description": {"type": ["string", "null"], "maxLength": 500},
             "enabled": {"type": ["boolean", "null"]}}},
@@ -120,6 +120,9 @@ pub fn document() -> Value {
 
 fn base_document() -> Value {
     let statuses: Vec<&str> = PaymentStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let currencies: Vec<&str> = settle_shared::domain::money::supported_currencies().collect();
+    // Cards expiring before this year are refused.
+    let this_year = chrono::Datelike::year(&chrono::Utc::now()) as u32;
     let secured = json!([{"bearer": []}]);
     json!({
         "openapi": "3.1.0",
@@ -205,9 +208,9 @@ fn base_document() -> Value {
                         "name": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "unreachable"]}, "reason": {"type": "string"}}}}}},
                 "Empty": {"type": "object", "additionalProperties": false, "maxProperties": 0},
                 "TokenCreate": {"type": "object", "additionalProperties": false, "required": ["number", "exp_month", "exp_year", "cvc"], "properties": {
-                    "number": {"type": "string", "maxLength": 32, "description": "12–19 digits, spaces or dashes allowed; Luhn-checked"},
+                    "number": {"type": "string", "pattern": "^[0-9][0-9 -]{10,30}[0-9]$", "description": "12–19 digits, spaces or dashes allowed; Luhn-checked, a known brand"},
                     "exp_month": {"type": "integer", "minimum": 1, "maximum": 12},
-                    "exp_year": {"type": "integer", "minimum": 2000, "maximum": 2100},
+                    "exp_year": {"type": "integer", "minimum": this_year + 1, "maximum": 2100},
                     "cvc": {"type": "string", "pattern": "^[0-9]{3,4}$"},
                     "holder_name": {"type": ["string", "null"], "maxLength": 200}}},
                 "Token": {"type": "object", "required": ["id", "object", "brand", "last4", "exp_month", "exp_year", "fingerprint", "created"], "properties": {
@@ -216,7 +219,7 @@ fn base_document() -> Value {
                     "holder_name": {"type": "string"}, "created": {"type": "integer"}}},
                 "PaymentCreate": {"type": "object", "additionalProperties": false, "required": ["amount", "currency", "token"], "properties": {
                     "amount": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000_000_000_i64, "description": "Minor units"},
-                    "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                    "currency": {"type": "string", "enum": currencies},
                     "token": {"type": "string", "pattern": "^tok_[0-9a-f]{32}$"},
                     "capture_method": {"type": "string", "enum": ["automatic", "manual"], "default": "automatic"},
                     "description": {"type": ["string", "null"], "maxLength": 1000},

@@ -4,3 +4,4 @@
 
 mod events;
 mod stack;
+mod webhooks;

@@ -71,6 +71,11 @@ pub enum MoneyError {
     TooPrecise { exponent: u8 },
 }
 
+/// Every currency code Settle accepts.
+pub fn supported_currencies() -> impl Iterator<Item = &'static str> {
+    CURRENCIES.iter().map(|(code, _)| *code)
+}
+
 impl Currency {
     pub fn code(&self) -> &str {
         // The constructor only admits ASCII codes from the table.
