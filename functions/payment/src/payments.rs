@@ -444,21 +444,6 @@ pub async fn list_payments(
     )?;
     let limit = int_param(&params, "limit", 1..=100)?.unwrap_or(10) as u32;
     let mut query = Query::new().sort("_id", Order::Desc).limit(limit + 1);
-    let wanted = params
-        .get("merchant_id")
-        .map(|m| {
-            settle_shared::domain::ids::MerchantId::parse(m).map_err(|e| ApiError::field("merchant_id", e.to_string()))
-        })
-        .transpose()?;
-    match (caller.read_scope()?, wanted) {
-        // A merchant asking for another merchant's payments sees none.
-        (Some(own), Some(m)) if &m != own => {
-            return Ok(Json(PaymentList { object: "list", data: Vec::new(), has_more: false }).into_response());
-        }
-        (Some(own), _) => query = query.filter(Cond::eq("merchant_id", own.as_str())),
-        (None, Some(m)) => query = query.filter(Cond::eq("merchant_id", m.as_str())),
-        (None, None) => {}
-    }
     if let Some(s) = params.get("status") {
         let status = PaymentStatus::parse(s).ok_or_else(|| ApiError::field("status", "not a payment status"))?;
         query = query.filter(Cond::eq("status", status.as_str()));
@@ -473,6 +458,21 @@ pub async fn list_payments(
     }
     if let Some(lte) = int_param(&params, "created_lte", seconds)? {
         query = query.filter(Cond::new("created", Op::Lte, lte * 1000 + 999));
+    }
+    let wanted = params
+        .get("merchant_id")
+        .map(|m| {
+            settle_shared::domain::ids::MerchantId::parse(m).map_err(|e| ApiError::field("merchant_id", e.to_string()))
+        })
+        .transpose()?;
+    match (caller.read_scope()?, wanted) {
+        // A merchant asking for another merchant's payments sees none.
+        (Some(own), Some(m)) if &m != own => {
+            return Ok(Json(PaymentList { object: "list", data: Vec::new(), has_more: false }).into_response());
+        }
+        (Some(own), _) => query = query.filter(Cond::eq("merchant_id", own.as_str())),
+        (None, Some(m)) => query = query.filter(Cond::eq("merchant_id", m.as_str())),
+        (None, None) => {}
     }
     let docs = state.backends.documents.find(PAYMENTS, &query).await?;
     let has_more = docs.len() > limit as usize;

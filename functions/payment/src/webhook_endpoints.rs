@@ -169,7 +169,9 @@ pub async fn create(
             let req: CreateEndpoint = input.parse()?;
             let merchant = match (manager_scope(state, caller)?, req.merchant_id) {
                 (Some(own), None) => own.to_string(),
-                (Some(_), Some(_)) => return Err(ApiError::field("merchant_id", "only admins choose the merchant")),
+                // A merchant may name itself; naming another merchant needs the admin role.
+                (Some(own), Some(m)) if m == own.as_str() => own.to_string(),
+                (Some(_), Some(_)) => return Err(ApiError::Forbidden(Role::Admin)),
                 (None, Some(m)) => {
                     MerchantId::parse(&m).map_err(|e| ApiError::field("merchant_id", e.to_string()))?.to_string()
                 }
