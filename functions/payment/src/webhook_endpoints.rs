@@ -334,10 +334,11 @@ pub async fn rotate_secret(
     .await
 }
 
-async fn attempts(state: &AppState, cond: Cond, raw: Option<&str>) -> Result<Response, ApiError> {
+/// The attempt log matching every condition, newest first.
+async fn attempts(state: &AppState, conds: Vec<Cond>, raw: Option<&str>) -> Result<Response, ApiError> {
     let params = query_params(raw, &["limit"])?;
     let limit = int_param(&params, "limit", 1..=100)?.unwrap_or(50) as u32;
-    let query = Query::new().filter(cond).sort("at", Order::Desc).limit(limit);
+    let query = Query { conds, ..Query::new() }.sort("at", Order::Desc).limit(limit);
     let data: Vec<serde_json::Value> = state
         .backends
         .documents
@@ -360,7 +361,7 @@ pub async fn endpoint_attempts(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let record = load_managed(&state, &caller, &id).await?;
-    attempts(&state, Cond::eq("endpoint_id", record.id.as_str()), raw.as_deref()).await
+    attempts(&state, vec![Cond::eq("endpoint_id", record.id.as_str())], raw.as_deref()).await
 }
 
 /// `GET /v1/events/{event_id}/attempts`: a merchant sees only its own.
@@ -371,24 +372,11 @@ pub async fn event_attempts(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let event_id = EventId::parse(&event_id).map_err(|_| ApiError::NotFound("event"))?;
-    let params = query_params(raw.as_deref(), &["limit"])?;
-    let limit = int_param(&params, "limit", 1..=100)?.unwrap_or(50) as u32;
-    let mut query = Query::new().filter(Cond::eq("event_id", event_id.as_str())).sort("at", Order::Desc).limit(limit);
+    let mut conds = vec![Cond::eq("event_id", event_id.as_str())];
     if let Some(own) = caller.read_scope()? {
-        query = query.filter(Cond::eq("merchant_id", own.as_str()));
+        conds.push(Cond::eq("merchant_id", own.as_str()));
     }
-    let data: Vec<serde_json::Value> = state
-        .backends
-        .documents
-        .find(ATTEMPTS, &query)
-        .await?
-        .into_iter()
-        .map(|mut d| {
-            d.remove("_id").map(|id| d.insert("id".into(), id));
-            serde_json::Value::Object(d)
-        })
-        .collect();
-    Ok(Json(json!({"object": "list", "data": data, "has_more": false})).into_response())
+    attempts(&state, conds, raw.as_deref()).await
 }
 
 async fn enqueue_resend(state: &AppState, delivery: &str, attempts: i64) -> Result<(), ApiError> {
