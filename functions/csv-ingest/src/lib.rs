@@ -1,6 +1,8 @@
 //! Settle's settlement-file ingest: takes S3 `ObjectCreated` events for settlement files
 //! (`settlements/incoming/*.csv` or `.csv.gz`) and handles each object on its own.
 
+pub mod row;
+
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
