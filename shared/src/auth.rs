@@ -160,10 +160,10 @@ impl JwtVerifier {
         let claims = data.claims;
         let now = chrono::Utc::now().timestamp();
         let leeway = LEEWAY.as_secs() as i64;
-        if claims.iat > now + leeway {
+        if claims.iat < 0 || claims.iat > now.saturating_add(leeway) {
             return Err(AuthError::Invalid("token issued in the future (iat)"));
         }
-        if claims.exp - claims.iat > self.max_lifetime.as_secs() as i64 {
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime.as_secs() as i64 {
             return Err(AuthError::Invalid("token lifetime exceeds the maximum"));
         }
         if claims.jti.is_empty() || claims.jti.len() > 128 || claims.sub.is_empty() || claims.sub.len() > 256 {
@@ -234,7 +234,7 @@ impl Revocations {
 
     /// Revokes one token until it would have expired anyway.
     pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), KvError> {
-        let ttl = Duration::from_secs((expires_at - chrono::Utc::now().timestamp()).max(1) as u64) + LEEWAY;
+        let ttl = Duration::from_secs(expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(1) as u64) + LEEWAY;
         self.kv.set(&self.jti_key(jti), b"1", Some(ttl)).await
     }
 

@@ -226,7 +226,18 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
+    // Prefixes that embed an IPv4 address reach it: judge them by it, or refuse them.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == [0, 0, 0, 0, 0, 0] {
+        // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96) addresses.
+        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+        return !ip.is_loopback() && !ip.is_unspecified() && is_public_v4(v4);
+    }
+    if first == 0x2002 || (first == 0x2001 && s[1] == 0) || (first & 0xffc0) == 0xfec0 {
+        // 6to4, Teredo and the deprecated site-local range.
+        return false;
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
@@ -266,6 +277,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "224.0.0.1",
+            "64:ff9b::a00:5",
+            "::a00:5",
+            "2002:a00:5::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} considered public");
         }

@@ -43,6 +43,8 @@ pub fn client(policy: UrlPolicy, timeout: Duration) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(GuardedResolver { policy }))
         .pool_idle_timeout(Duration::from_secs(90))
+        // A proxy would resolve names itself, past the guarded resolver.
+        .no_proxy()
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
@@ -93,10 +95,16 @@ pub async fn post(
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(crate::retry_schedule::parse_retry_after);
-            let excerpt = match response.bytes().await {
-                Ok(b) => String::from_utf8_lossy(&b[..b.len().min(EXCERPT_BYTES)]).into_owned(),
-                Err(e) => format!("<body unreadable: {e}>"),
-            };
+            // Only the excerpt is read: a hostile receiver may answer with gigabytes.
+            let mut response = response;
+            let mut kept: Vec<u8> = Vec::new();
+            while kept.len() < EXCERPT_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - kept.len())]),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let excerpt = String::from_utf8_lossy(&kept).into_owned();
             AttemptResult { status: Some(status), duration: start.elapsed(), excerpt, error: None, retry_after }
         }
         Err(e) => {

@@ -273,10 +273,29 @@ impl Notifier {
         match self.backends.documents.insert(DELIVERIES, to_doc(&record)).await {
             // Both records are in hand: no need to read them back.
             Ok(()) => self.attempt_with(&record, endpoint.clone(), 1, false).await,
-            Err(StoreError::Duplicate { .. }) => Ok(DeliveryOutcome::Skipped {
-                endpoint_id: endpoint.id.clone(),
-                reason: "already delivered or in progress".into(),
-            }),
+            Err(StoreError::Duplicate { .. }) => {
+                // Seen before (a broker redelivery). Carry on only if that first try never
+                // got as far as an attempt or a scheduled retry, e.g. it crashed in between.
+                let skipped =
+                    |reason: &str| DeliveryOutcome::Skipped { endpoint_id: endpoint.id.clone(), reason: reason.into() };
+                let existing: DeliveryRecord = match self.backends.documents.get(DELIVERIES, &record.id).await? {
+                    Some(d) => from_doc(d)?,
+                    None => return Ok(skipped("delivery vanished")),
+                };
+                // "pending" is also the state of an attempt in flight right now (a duplicate in
+                // the same batch): only one older than any attempt can take has stalled.
+                let attempt_bound = self.settings.timeout.as_millis() as i64 + 30_000;
+                let stalled = match existing.status.as_str() {
+                    "pending" => existing.updated + attempt_bound < now,
+                    "retrying" => existing.next_retry_at.is_none_or(|t| t + 60_000 < now),
+                    _ => false,
+                };
+                if stalled {
+                    self.attempt_with(&existing, endpoint.clone(), existing.attempts + 1, false).await
+                } else {
+                    Ok(skipped("already delivered or in progress"))
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }

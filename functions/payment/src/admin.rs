@@ -49,7 +49,11 @@ pub async fn revoke(
             if !text_ok(&jti) {
                 return Err(ApiError::field("jti", "1 to 256 printable characters"));
             }
-            let expires_at = r.expires_at.unwrap_or(now + state.config.jwt_max_lifetime.as_secs() as i64);
+            let longest = now + state.config.jwt_max_lifetime.as_secs() as i64 + 60;
+            let expires_at = r.expires_at.unwrap_or(longest);
+            if !(now..=longest).contains(&expires_at) {
+                return Err(ApiError::field("expires_at", "must be between now and now + the longest token lifetime"));
+            }
             revocations.revoke_token(&jti, expires_at).await.map_err(store_error)?;
         }
         (None, Some(subject), None) => {

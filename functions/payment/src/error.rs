@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The action is not allowed in the current state.
     #[error("{detail}")]
     InvalidState { detail: String, current: PaymentStatus },
+    /// A concurrent change won; the client re-reads and tries again.
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("refund exceeds what remains refundable ({remaining})")]
     RefundExceedsCaptured { remaining: i64 },
     #[error("Idempotency-Key header is required on this request")]
@@ -124,6 +127,9 @@ impl IntoResponse for ApiError {
                     .with_detail(detail.clone())
                     .with_extension("current_state", serde_json::json!(current.as_str()))
             }
+            ApiError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict")
+                .with_detail(*detail)
+                .with_header(header::RETRY_AFTER, "1"),
             ApiError::RefundExceedsCaptured { remaining } => {
                 Problem::new(StatusCode::CONFLICT, "refund_exceeds_captured", "Refund Too Large")
                     .with_detail(self.to_string())

@@ -60,7 +60,7 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Resu
         .trim()
         .parse()
         .map_err(|_| ApiError::BadSignature("Settle-Gateway-Timestamp is not a unix time"))?;
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    if now.abs_diff(timestamp) > TOLERANCE_SECS.unsigned_abs() {
         return Err(ApiError::BadSignature("timestamp outside the 5-minute tolerance"));
     }
     let header = text(&SIGNATURE).ok_or(ApiError::BadSignature("missing Settle-Gateway-Signature"))?;

@@ -96,7 +96,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             if let Some((name, limit, throttle)) = limits {
                 add_rate_limit_headers(response.headers_mut(), name, &limit, &throttle);
             }
-            state.outbox.relay_if_due(&state);
+            state.outbox.relay_if_due(&state).await;
             response
         }
         Err(e) => e.into_response(),

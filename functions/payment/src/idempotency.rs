@@ -49,20 +49,36 @@ pub fn key_of(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
-/// What makes two requests "the same": method, path and body (JSON compared by value,
-/// so key order and white space do not matter).
-fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+/// JSON with every object's keys sorted, so that key order does not matter.
+fn canonical(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// What makes two requests "the same": method, path and body (JSON compared by value, so
+/// key order and white space do not matter). Keyed: a body may hold a card number, and a
+/// plain hash of one is brute-forced in seconds.
+fn fingerprint(key: &[u8], method: &Method, path: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
     let canonical = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| serde_json::to_vec(&v).ok())
+        .and_then(|v| serde_json::to_string(&canonical(v)).ok())
+        .map(String::into_bytes)
         .unwrap_or_else(|| body.to_vec());
-    let mut h = Sha256::new();
+    let mut h = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
     h.update(method.as_str().as_bytes());
-    h.update([0]);
+    h.update(&[0]);
     h.update(path.as_bytes());
-    h.update([0]);
+    h.update(&[0]);
     h.update(&canonical);
-    hex::encode(h.finalize())
+    hex::encode(h.finalize().into_bytes())
 }
 
 /// Runs `execute` at most once per (merchant or subject, key).
@@ -107,7 +123,7 @@ where
     let hashed = hex::encode(Sha256::digest(format!("{scope}\0{key}").as_bytes()));
     let record_key = format!("{}idem:{hashed}", state.config.redis_prefix);
     let lock_key = format!("{}idem-lock:{hashed}", state.config.redis_prefix);
-    let fp = fingerprint(method, path, body);
+    let fp = fingerprint(state.fingerprint_key.expose().as_bytes(), method, path, body);
     let kv = &state.backends.kv;
     let unavailable = |e: settle_shared::ports::kv::KvError| {
         tracing::warn!(error = %e, "idempotency store unavailable; failing closed");
@@ -115,7 +131,7 @@ where
     };
 
     if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-        return replay(&stored, &fp);
+        return replay(state, &stored, &fp);
     }
     let owner = uuid::Uuid::new_v4().to_string();
     let deadline = Instant::now() + WAIT_FOR_OWNER;
@@ -126,7 +142,7 @@ where
         // Someone else holds the key: wait for their response to replay it.
         tokio::time::sleep(Duration::from_millis(25)).await;
         if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-            return replay(&stored, &fp);
+            return replay(state, &stored, &fp);
         }
         if Instant::now() >= deadline {
             return Err(ApiError::IdempotencyKeyInUse);
@@ -135,7 +151,7 @@ where
     // Between our first look and taking the lock, the previous owner may have finished.
     if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
         kv.delete_if_equals(&lock_key, owner.as_bytes()).await.ok();
-        return replay(&stored, &fp);
+        return replay(state, &stored, &fp);
     }
 
     let response = match execute(key).await {
@@ -155,7 +171,8 @@ where
                 .filter(|(n, _)| REPLAYED_HEADERS.contains(&n.as_str()))
                 .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
-            body: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            // Sealed: a response may carry a webhook signing secret.
+            body: state.secret_box.seal(&base64::engine::general_purpose::STANDARD.encode(&bytes)),
         };
         let encoded = serde_json::to_vec(&stored).map_err(|e| ApiError::Internal(e.into()))?;
         if let Err(e) = kv.set(&record_key, &encoded, Some(RETENTION)).await {
@@ -169,13 +186,14 @@ where
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-fn replay(stored: &[u8], fingerprint: &str) -> Result<Response, ApiError> {
+fn replay(state: &AppState, stored: &[u8], fingerprint: &str) -> Result<Response, ApiError> {
     let stored: Stored = serde_json::from_slice(stored).map_err(|e| ApiError::Internal(e.into()))?;
     if stored.fingerprint != fingerprint {
         return Err(ApiError::IdempotencyKeyReused);
     }
+    let opened = state.secret_box.open(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
     let body =
-        base64::engine::general_purpose::STANDARD.decode(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
+        base64::engine::general_purpose::STANDARD.decode(opened.expose()).map_err(|e| ApiError::Internal(e.into()))?;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     for (name, value) in &stored.headers {

@@ -49,6 +49,13 @@ impl Input {
 
 /// Deserialises `raw`, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object. serde would otherwise read a JSON array positionally into
+    // a struct (`[500]` as `{"amount": 500}`), past `deny_unknown_fields`.
+    match raw.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::field("body", "must be a JSON object")),
+        None => return Err(ApiError::MalformedJson("empty document".into())),
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(raw);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -160,6 +167,7 @@ mod tests {
         assert!(matches!(parse_json::<Card>(b"{"), Err(ApiError::MalformedJson(_))));
         assert!(matches!(parse_json::<Card>(br#"{"number":"x","exp_month":1} x"#), Err(ApiError::MalformedJson(_))));
         assert_eq!(error(r#""just a string""#).0, "body");
+        assert_eq!(error(r#"["x", 1]"#), ("body".to_string(), "must be a JSON object".to_string()));
     }
 
     #[test]

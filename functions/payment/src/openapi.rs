@@ -55,7 +55,7 @@ fn add_webhook_endpoints(doc: &mut Value) {
         "/v1/webhook_endpoints/{id}": {
             "get": {"operationId": "getWebhookEndpoint", "security": secured, "parameters": [id.clone()], "responses": ok("200", "WebhookEndpoint", "The endpoint")},
             "patch": {"operationId": "updateWebhookEndpoint", "security": secured, "parameters": [id.clone()],
-                "requestBody": body("WebhookEndpointUpdate", true), "responses": ok("200", "WebhookEndpoint", "The endpoint")},
+                "requestBody": body("WebhookEndpointUpdate", false), "responses": ok("200", "WebhookEndpoint", "The endpoint")},
             "delete": {"operationId": "deleteWebhookEndpoint", "security": secured, "parameters": [id.clone()],
                 "responses": {"204": {"description": "Deleted"}, "default": problem_response()}}},
         "/v1/webhook_endpoints/{id}/rotate_secret": {"post": {"operationId": "rotateWebhookSecret", "security": secured,
@@ -189,7 +189,6 @@ fn base_document() -> Value {
                     "properties": {"received": {"type": "boolean"}, "duplicate": {"type": "boolean"}}, "required": ["received", "duplicate"]}}}},
                     "default": problem_response()}}},
             "/v1/admin/revocations": {"post": {"operationId": "revoke", "security": secured, "summary": "Revoke sessions (admin, allowlisted addresses)",
-                "parameters": [idempotency_key()],
                 "requestBody": body("Revocation", true),
                 "responses": ok("201", "Revoked", "Revoked")}},
         },
@@ -210,7 +209,7 @@ fn base_document() -> Value {
                 "TokenCreate": {"type": "object", "additionalProperties": false, "required": ["number", "exp_month", "exp_year", "cvc"], "properties": {
                     "number": {"type": "string", "pattern": "^[0-9][0-9 -]{10,30}[0-9]$", "description": "12–19 digits, spaces or dashes allowed; Luhn-checked, a known brand"},
                     "exp_month": {"type": "integer", "minimum": 1, "maximum": 12},
-                    "exp_year": {"type": "integer", "minimum": this_year + 1, "maximum": 2100},
+                    "exp_year": {"type": "integer", "minimum": this_year, "maximum": 2100},
                     "cvc": {"type": "string", "pattern": "^[0-9]{3,4}$"},
                     "holder_name": {"type": ["string", "null"], "maxLength": 200}}},
                 "Token": {"type": "object", "required": ["id", "object", "brand", "last4", "exp_month", "exp_year", "fingerprint", "created"], "properties": {
@@ -259,7 +258,7 @@ fn base_document() -> Value {
                     "id": {"type": "string", "minLength": 1, "maxLength": 128}, "type": {"type": "string", "enum": ["refund.failed", "refund.succeeded"]},
                     "data": {"type": "object", "additionalProperties": false, "required": ["refund"], "properties": {"refund": {"type": "string", "pattern": RE_ID}}}}},
                 "Revocation": {"type": "object", "additionalProperties": false, "description": "Exactly one of jti, subject or role", "properties": {
-                    "jti": {"type": ["string", "null"], "maxLength": 256}, "expires_at": {"type": ["integer", "null"]},
+                    "jti": {"type": ["string", "null"], "maxLength": 256}, "expires_at": {"type": ["integer", "null"], "description": "Unix seconds, between now and now + the longest token lifetime"},
                     "subject": {"type": ["string", "null"], "maxLength": 256},
                     "role": {"type": ["string", "null"], "enum": ["merchant", "support", "admin", null]},
                     "before": {"type": ["integer", "null"]}}},

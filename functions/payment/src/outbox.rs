@@ -160,19 +160,18 @@ impl Outbox {
         Ok(published)
     }
 
-    /// Starts a relay run in the background if this instance has not run one lately.
-    pub fn relay_if_due(&self, state: &AppState) {
+    /// Runs the relay if this instance has not run it lately. In the invocation, not in
+    /// the background: Lambda freezes an instance once it has answered, so a spawned task
+    /// might never run. When nothing is pending it costs one indexed query.
+    pub async fn relay_if_due(&self, state: &AppState) {
         let last = self.last_relay_ms.load(Ordering::Relaxed);
         if now_ms() - last < RELAY_EVERY.as_millis() as i64 {
             return;
         }
         self.last_relay_ms.store(now_ms(), Ordering::Relaxed);
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = state.outbox.relay(&state).await {
-                tracing::warn!(error = %e, "outbox relay failed");
-            }
-        });
+        if let Err(e) = self.relay(state).await {
+            tracing::warn!(error = %e, "outbox relay failed");
+        }
     }
 }
 

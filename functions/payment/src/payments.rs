@@ -239,6 +239,7 @@ pub async fn create_payment(
                 created: now,
                 updated: now,
                 version: 1,
+                idempotency_hash: Some(store::idempotency_hash(&merchant_id_of(caller)?, &key)),
             };
             let origin = origin(headers, Some(key));
             let mut events = Vec::new();
@@ -259,7 +260,22 @@ pub async fn create_payment(
             }
             let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
             writes.extend(events.iter().map(outbox::write));
-            state.backends.documents.transaction(writes).await?;
+            match state.backends.documents.transaction(writes).await {
+                Ok(()) => {}
+                Err(StoreError::Duplicate { .. }) => {
+                    // An earlier execution with this key committed (its answer was lost):
+                    // that payment is the answer, not a second one.
+                    let hash = record.idempotency_hash.clone().unwrap_or_default();
+                    let existing: PaymentRecord = store::created_by(state, PAYMENTS, &record.merchant_id, &hash)
+                        .await?
+                        .ok_or(ApiError::Conflict("a request with this Idempotency-Key is finishing; retry"))?;
+                    let location = format!("/v1/payments/{}", existing.id);
+                    return Ok(
+                        (StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&existing))).into_response()
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
             state.outbox.publish_committed(state, &events).await;
             cache_payment(state, &record).await;
             let location = format!("/v1/payments/{}", record.id);
@@ -267,6 +283,10 @@ pub async fn create_payment(
         }
     })
     .await
+}
+
+fn merchant_id_of(caller: &Caller) -> Result<String, ApiError> {
+    caller.merchant().map(|m| m.to_string())
 }
 
 fn facts(p: &PaymentRecord) -> PaymentFacts {

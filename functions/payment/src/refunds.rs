@@ -8,7 +8,10 @@ use crate::guard::Caller;
 use crate::input::Input;
 use crate::outbox;
 use crate::payments::{origin, parse_payment_id, view_json};
-use crate::store::{cache_payment, from_doc, load, now_ms, to_doc, PaymentRecord, RefundRecord, PAYMENTS, REFUNDS};
+use crate::store::{
+    cache_payment, created_by, from_doc, idempotency_hash, load, now_ms, to_doc, PaymentRecord, RefundRecord, PAYMENTS,
+    REFUNDS,
+};
 use crate::{idempotency, AppState};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -88,6 +91,7 @@ pub async fn create_refund(
                 return Err(ApiError::field("reason", "at most 500 printable characters"));
             }
         }
+        let hash = idempotency_hash(&merchant, &key);
         let origin = origin(headers, Some(key));
         for attempt in 0..50u32 {
             let payment: PaymentRecord = load(state, PAYMENTS, payment_id.as_str())
@@ -113,6 +117,7 @@ pub async fn create_refund(
                 failure_code: None,
                 created: now,
                 updated: now,
+                idempotency_hash: Some(hash.clone()),
             };
             let mut next = payment.clone();
             next.amount_refunded += amount;
@@ -144,6 +149,15 @@ pub async fn create_refund(
                     cache_payment(state, &next).await;
                     let location = format!("/v1/payments/{}/refunds/{}", payment.id, record.id);
                     return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response());
+                }
+                Err(StoreError::Duplicate { .. }) => {
+                    // An earlier execution with this key committed (its answer was lost):
+                    // that refund is the answer, not a second one.
+                    let existing: RefundRecord = created_by(state, REFUNDS, &merchant, &hash)
+                        .await?
+                        .ok_or(ApiError::Conflict("a request with this Idempotency-Key is finishing; retry"))?;
+                    let location = format!("/v1/payments/{}/refunds/{}", existing.payment_id, existing.id);
+                    return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&existing))).into_response());
                 }
                 Err(StoreError::Conflict(_)) => {
                     tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt % 8) * 3)).await;

@@ -29,6 +29,8 @@ pub fn indexes() -> Vec<IndexSpec> {
         IndexSpec::new(PAYMENTS, &["created"]),
         IndexSpec::new(REFUNDS, &["payment_id"]),
         IndexSpec::new(OUTBOX, &["status", "created"]),
+        IndexSpec::new(PAYMENTS, &["merchant_id", "idempotency_hash"]).unique(),
+        IndexSpec::new(REFUNDS, &["merchant_id", "idempotency_hash"]).unique(),
     ]
     .into_iter()
     .chain(settle_shared::webhooks::indexes())
@@ -87,6 +89,10 @@ pub struct PaymentRecord {
     pub updated: i64,
     /// Bumped by every change; guards concurrent updates and numbers the events.
     pub version: i64,
+    /// The creating request's Idempotency-Key, hashed with its merchant: unique, so that
+    /// even a retry after a lost idempotency record can never create a second payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +110,31 @@ pub struct RefundRecord {
     pub failure_code: Option<FailureCode>,
     pub created: i64,
     pub updated: i64,
+    /// As on payments: one refund per merchant and Idempotency-Key, enforced by the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_hash: Option<String>,
+}
+
+/// The stored form of (merchant, Idempotency-Key).
+pub fn idempotency_hash(merchant_id: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!("{merchant_id}\0{key}").as_bytes()))
+}
+
+/// The record created by an earlier execution of the same (merchant, key), if any.
+pub async fn created_by<T: DeserializeOwned>(
+    state: &AppState,
+    collection: &str,
+    merchant_id: &str,
+    hash: &str,
+) -> Result<Option<T>, ApiError> {
+    use settle_shared::ports::documents::{Cond, Query};
+    let query =
+        Query::new().filter(Cond::eq("merchant_id", merchant_id)).filter(Cond::eq("idempotency_hash", hash)).limit(1);
+    match state.backends.documents.find(collection, &query).await?.pop() {
+        Some(doc) => Ok(Some(from_doc(doc)?)),
+        None => Ok(None),
+    }
 }
 
 pub fn to_doc<T: Serialize>(record: &T) -> Result<Document, ApiError> {

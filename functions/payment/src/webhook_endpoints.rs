@@ -250,14 +250,19 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let req: UpdateEndpoint = input.parse()?;
     let mut record = load_managed(&state, &caller, &id).await?;
+    let seen = record.updated;
+    let mut set = serde_json::Map::new();
     if let Some(url) = req.url {
         record.url = checked_url(&state, &url).await?;
+        set.insert("url".into(), json!(record.url));
     }
     if let Some(types) = req.event_types {
         record.event_types = checked_types(&types)?;
+        set.insert("event_types".into(), json!(record.event_types));
     }
     if req.description.is_some() {
         record.description = checked_description(req.description)?;
+        set.insert("description".into(), json!(record.description));
     }
     if let Some(enabled) = req.enabled {
         record.enabled = enabled;
@@ -268,14 +273,18 @@ pub async fn update(
         } else {
             record.disabled_reason = Some("disabled by its owner".into());
         }
+        set.insert("enabled".into(), json!(record.enabled));
+        set.insert("disabled_reason".into(), json!(record.disabled_reason));
+        set.insert("failing_since".into(), json!(record.failing_since));
     }
-    record.updated = now_ms();
-    let mut set = to_doc(&record)?;
-    set.remove("_id");
-    for field in ["description", "disabled_reason", "failing_since"] {
-        set.entry(field.to_string()).or_insert(serde_json::Value::Null);
+    // Only the fields asked for, and only over the version read: a concurrent rotation
+    // or the notifier disabling the endpoint is never silently undone.
+    record.updated = now_ms().max(seen + 1);
+    set.insert("updated".into(), json!(record.updated));
+    let applied = state.backends.documents.update(ENDPOINTS, &record.id, vec![Cond::eq("updated", seen)], set).await?;
+    if !applied {
+        return Err(ApiError::Conflict("the endpoint changed or was deleted meanwhile; read it again"));
     }
-    state.backends.documents.update(ENDPOINTS, &record.id, vec![], set).await?;
     Ok(Json(view(&record, None)).into_response())
 }
 
@@ -322,12 +331,21 @@ pub async fn rotate_secret(
             record
                 .secrets
                 .insert(0, StoredSecret { sealed: state.secret_box.seal(&secret), created: now, expires_at: None });
-            let set = json!({"secrets": record.secrets, "updated": now});
-            state
+            let seen = record.updated;
+            let set = json!({"secrets": record.secrets, "updated": now.max(seen + 1)});
+            let applied = state
                 .backends
                 .documents
-                .update(ENDPOINTS, &record.id, vec![], set.as_object().cloned().unwrap_or_default())
+                .update(
+                    ENDPOINTS,
+                    &record.id,
+                    vec![Cond::eq("updated", seen)],
+                    set.as_object().cloned().unwrap_or_default(),
+                )
                 .await?;
+            if !applied {
+                return Err(ApiError::Conflict("the endpoint changed or was deleted meanwhile; rotate again"));
+            }
             Ok(Json(view(&record, Some(secret))).into_response())
         }
     })

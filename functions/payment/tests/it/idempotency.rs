@@ -91,3 +91,53 @@ async fn a_storm_on_one_key_executes_once() {
     assert_eq!(first["idempotencykey"], "storm-1");
     assert!(next_event(&mut events, 2).await.is_none(), "a second event was published");
 }
+
+/// Key order in the body does not make another request; and if the replay record is lost
+/// (Redis flushed, a timed-out commit that went through), the store still refuses a
+/// second payment for the same key and answers with the first.
+#[tokio::test]
+async fn the_same_key_never_creates_twice_even_without_its_record() {
+    use sha2::{Digest, Sha256};
+    let _broker = BROKER.read().await;
+    let app = TestApp::new().await;
+    let (m, t) = merchant();
+    let tok = app.card_token(&t, "4242424242424242").await;
+    let first = app
+        .send(
+            Method::POST,
+            "/v1/payments",
+            &t,
+            Some("order-9"),
+            Some(json!({"amount": 700, "currency": "USD", "token": tok})),
+        )
+        .await;
+    let reordered = app
+        .send(
+            Method::POST,
+            "/v1/payments",
+            &t,
+            Some("order-9"),
+            Some(json!({"token": tok, "currency": "USD", "amount": 700})),
+        )
+        .await;
+    assert_eq!(reordered.headers["idempotent-replayed"], "true", "{}", reordered.text);
+    assert_eq!(reordered.text, first.text);
+
+    let record =
+        format!("{}idem:{}", app.state.config.redis_prefix, hex::encode(Sha256::digest(format!("{m}\0order-9"))));
+    assert!(app.state.backends.kv.delete(&record).await.unwrap(), "the replay record was where expected");
+    let again = app
+        .send(
+            Method::POST,
+            "/v1/payments",
+            &t,
+            Some("order-9"),
+            Some(json!({"amount": 700, "currency": "USD", "token": tok})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.json["id"], first.json["id"], "no second payment");
+    let query = settle_shared::ports::documents::Query::new()
+        .filter(settle_shared::ports::documents::Cond::eq("merchant_id", m.as_str()));
+    assert_eq!(app.state.backends.documents.find("payments", &query).await.unwrap().len(), 1);
+}

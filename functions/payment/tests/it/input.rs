@@ -54,6 +54,26 @@ async fn bad_bodies_get_problem_documents_naming_the_field() {
     );
     assert_eq!(app.call(raw("application/json", Body::from(vec![0xff, 0xfe]))).await.status, StatusCode::BAD_REQUEST);
 
+    // Arrays are not objects, even where every field has a default.
+    let paid = app.pay(&t, "4242424242424242", 1000, "automatic").await.id();
+    for body in [json!([]), json!([500]), json!("refund")] {
+        let r = app.post(&format!("/v1/payments/{paid}/refunds"), &t, body.clone()).await;
+        assert_eq!((r.status, r.json["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body")), "{body}: {}", r.text);
+    }
+    // Overflowing numbers in headers and bodies are errors, not panics.
+    let overflow = Request::post("/v1/gateway/webhooks")
+        .header("content-type", "application/json")
+        .header("settle-gateway-timestamp", i64::MIN.to_string())
+        .header("settle-gateway-signature", "v1=00")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(app.call(overflow).await.status, StatusCode::UNAUTHORIZED);
+    let admin = sign(&claims("root", None, &["admin"]));
+    for expires_at in [i64::MIN, i64::MAX, 0] {
+        let r = app.post("/v1/admin/revocations", &admin, json!({"jti": "j", "expires_at": expires_at})).await;
+        assert_eq!((r.status, r.json["field"].as_str()), (StatusCode::BAD_REQUEST, Some("expires_at")), "{expires_at}");
+    }
+
     // Ids are parsed, never passed through.
     for path in ["/v1/payments/pay_%7B%22%24gt%22%3A%22%22%7D", "/v1/payments/x", "/v1/payments/../../etc"] {
         let r = app.get(path, &t).await;
