@@ -42,7 +42,8 @@ pub struct Claims {
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_id: Option<String>,
-    #[serde(default)]
+    /// A JSON array of role names, or one space-separated string (as OAuth `scope` is).
+    #[serde(default, deserialize_with = "roles_list")]
     pub roles: Vec<String>,
     pub jti: String,
     pub iat: i64,
@@ -51,6 +52,19 @@ pub struct Claims {
     pub nbf: Option<i64>,
     pub iss: String,
     pub aud: serde_json::Value,
+}
+
+fn roles_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Roles {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Roles::deserialize(deserializer)? {
+        Roles::List(list) => list,
+        Roles::Text(text) => text.split_whitespace().map(str::to_string).collect(),
+    })
 }
 
 /// Who is calling, once the token is verified.

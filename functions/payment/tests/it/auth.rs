@@ -11,6 +11,10 @@ async fn tokens_are_verified_strictly() {
     let app = TestApp::new().await;
     let (m, good) = merchant();
     assert_eq!(app.get("/v1/payments", &good).await.status, StatusCode::OK);
+    // Roles as one space-separated string, as some identity providers issue them.
+    let mut spaced = claims(&m, Some(&m), &[]);
+    spaced["roles"] = json!("merchant support");
+    assert_eq!(app.get("/v1/payments", &sign(&spaced)).await.status, StatusCode::OK);
 
     // No token: 401 with a Bearer challenge and a problem document.
     let r = app.call(axum::http::Request::get("/v1/payments").body(axum::body::Body::empty()).unwrap()).await;
