@@ -19,13 +19,13 @@ use settle_shared::auth::Role;
 pub struct Revoke {
     #[serde(default)]
     jti: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::lenient_opt_int")]
     expires_at: Option<i64>,
     #[serde(default)]
     subject: Option<String>,
     #[serde(default)]
     role: Option<Role>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::lenient_opt_int")]
     before: Option<i64>,
 }
 

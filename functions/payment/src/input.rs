@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// Largest accepted request body. Settle's requests are small; a larger body is an error
@@ -103,6 +104,27 @@ fn strip_backticks(message: &str) -> String {
     out
 }
 
+/// For times and counts (never money): an integer, also when written with a zero
+/// fraction (`4102444800.0`), which JSON Schema counts as an integer.
+pub fn lenient_int<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(deserializer)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(D::Error::custom("expected an integer")),
+    }
+}
+
+/// [`lenient_int`] for optional fields.
+pub fn lenient_opt_int<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "lenient_int")] i64);
+    Option::<Wrapped>::deserialize(deserializer).map(|w| w.map(|Wrapped(i)| i))
+}
+
 /// A query string as a map, refusing repeated and unknown parameters.
 pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
     let mut params = BTreeMap::new();
@@ -168,6 +190,20 @@ mod tests {
         assert!(matches!(parse_json::<Card>(br#"{"number":"x","exp_month":1} x"#), Err(ApiError::MalformedJson(_))));
         assert_eq!(error(r#""just a string""#).0, "body");
         assert_eq!(error(r#"["x", 1]"#), ("body".to_string(), "must be a JSON object".to_string()));
+    }
+
+    #[test]
+    fn times_accept_integral_floats_only() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Since {
+            #[serde(deserialize_with = "lenient_int")]
+            since: i64,
+        }
+        assert_eq!(parse_json::<Since>(br#"{"since": 4102444800.0}"#).unwrap().since, 4_102_444_800);
+        assert_eq!(parse_json::<Since>(br#"{"since": 17}"#).unwrap().since, 17);
+        assert!(parse_json::<Since>(br#"{"since": 1.5}"#).is_err());
+        assert!(parse_json::<Since>(br#"{"since": 1e300}"#).is_err());
+        assert!(parse_json::<Since>(br#"{"since": "17"}"#).is_err());
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub struct Resend {
 #[serde(deny_unknown_fields)]
 pub struct Recover {
     /// Unix seconds: deliveries created since then that did not get through.
+    #[serde(deserialize_with = "crate::input::lenient_int")]
     since: i64,
 }
 
