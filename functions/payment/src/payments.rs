@@ -443,13 +443,6 @@ pub async fn get_payment(
     Ok(Json(view(&record)).into_response())
 }
 
-#[derive(Debug, Serialize)]
-pub struct PaymentList {
-    pub object: &'static str,
-    pub data: Vec<PaymentView>,
-    pub has_more: bool,
-}
-
 /// `GET /v1/payments`: newest first; `limit` (1–100, default 10), `starting_after` (a
 /// payment id: the page after it), `status`, `created_gte` / `created_lte` (unix
 /// seconds), and for support `merchant_id`.
@@ -488,7 +481,7 @@ pub async fn list_payments(
     match (caller.read_scope()?, wanted) {
         // A merchant asking for another merchant's payments sees none.
         (Some(own), Some(m)) if &m != own => {
-            return Ok(Json(PaymentList { object: "list", data: Vec::new(), has_more: false }).into_response());
+            return Ok(Json(store::List::<PaymentView>::new(Vec::new(), false)).into_response());
         }
         (Some(own), _) => query = query.filter(Cond::eq("merchant_id", own.as_str())),
         (None, Some(m)) => query = query.filter(Cond::eq("merchant_id", m.as_str())),
@@ -501,7 +494,7 @@ pub async fn list_payments(
         .take(limit as usize)
         .map(|d| store::from_doc::<PaymentRecord>(d).map(|p| view(&p)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(PaymentList { object: "list", data, has_more }).into_response())
+    Ok(Json(store::List::new(data, has_more)).into_response())
 }
 
 fn challenge_param(raw: Option<&str>) -> Result<String, ApiError> {

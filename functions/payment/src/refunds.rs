@@ -180,13 +180,6 @@ async fn readable_payment(state: &AppState, caller: &Caller, id: &str) -> Result
     Ok(payment)
 }
 
-#[derive(Debug, Serialize)]
-pub struct RefundList {
-    pub object: &'static str,
-    pub data: Vec<RefundView>,
-    pub has_more: bool,
-}
-
 pub async fn list_refunds(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -203,7 +196,7 @@ pub async fn list_refunds(
         .into_iter()
         .map(|d| from_doc::<RefundRecord>(d).map(|r| view(&r)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(RefundList { object: "list", data, has_more: false }).into_response())
+    Ok(Json(crate::store::List::new(data, false)).into_response())
 }
 
 pub async fn get_refund(

@@ -137,6 +137,20 @@ pub async fn created_by<T: DeserializeOwned>(
     }
 }
 
+/// A page of objects, as every list route answers.
+#[derive(Debug, Serialize)]
+pub struct List<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> List<T> {
+    pub fn new(data: Vec<T>, has_more: bool) -> Self {
+        List { object: "list", data, has_more }
+    }
+}
+
 pub fn to_doc<T: Serialize>(record: &T) -> Result<Document, ApiError> {
     match serde_json::to_value(record).map_err(|e| ApiError::Internal(e.into()))? {
         serde_json::Value::Object(map) => Ok(map),

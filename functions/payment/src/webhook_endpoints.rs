@@ -201,13 +201,6 @@ pub async fn create(
     .await
 }
 
-#[derive(Debug, Serialize)]
-pub struct EndpointList {
-    pub object: &'static str,
-    pub data: Vec<EndpointView>,
-    pub has_more: bool,
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -231,7 +224,7 @@ pub async fn list(
         .into_iter()
         .map(|d| from_doc::<EndpointRecord>(d).map(|e| view(&e, None)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(EndpointList { object: "list", data, has_more: false }).into_response())
+    Ok(Json(crate::store::List::new(data, false)).into_response())
 }
 
 pub async fn get(
@@ -369,7 +362,7 @@ async fn attempts(state: &AppState, conds: Vec<Cond>, raw: Option<&str>) -> Resu
             serde_json::Value::Object(d)
         })
         .collect();
-    Ok(Json(json!({"object": "list", "data": data, "has_more": false})).into_response())
+    Ok(Json(crate::store::List::new(data, false)).into_response())
 }
 
 /// `GET /v1/webhook_endpoints/{id}/attempts`: newest first.
