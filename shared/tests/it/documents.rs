@@ -56,6 +56,21 @@ async fn values_keep_their_json_shape_and_names_stay_plain(store: DocumentStore)
     assert_eq!(store.find("shapes", &Query::new().limit(0)).await.unwrap().len(), 1);
 }
 
+/// Batch reads by id, and batch inserts that converge when rerun.
+async fn batches_read_by_id_and_rerun_idempotently(store: DocumentStore) {
+    let rows: Vec<Document> = (0..5).map(|i| doc(json!({"_id": format!("r{i}"), "n": i}))).collect();
+    assert_eq!(store.insert_many_new("rows", rows[..3].to_vec()).await.unwrap(), 3);
+    // A rerun of the whole batch after a crash: only the missing ones are new.
+    assert_eq!(store.insert_many_new("rows", rows.clone()).await.unwrap(), 2);
+    assert_eq!(store.insert_many_new("rows", rows).await.unwrap(), 0);
+    let ids: Vec<String> = ["r4", "absent", "r0"].iter().map(|s| s.to_string()).collect();
+    let mut got: Vec<i64> =
+        store.get_many("rows", &ids).await.unwrap().iter().map(|d| d["n"].as_i64().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [0, 4]);
+    assert!(store.get_many("rows", &[]).await.unwrap().is_empty());
+}
+
 async fn unique_indexes_reject_a_second_document(store: DocumentStore) {
     store.ensure_indexes(&[IndexSpec::new("keys", &["merchant_id", "key"]).unique()]).await.unwrap();
     // Idempotent: a second cold start declares the same index again.
@@ -195,6 +210,7 @@ crate::contract_tests!(
     contracts: [
         inserted_documents_read_back_and_ids_collide,
         values_keep_their_json_shape_and_names_stay_plain,
+        batches_read_by_id_and_rerun_idempotently,
         unique_indexes_reject_a_second_document,
         queries_filter_sort_and_limit,
         conditional_updates_apply_once,

@@ -51,6 +51,27 @@ impl MemoryDocuments {
         self.lock().collections.get(collection).and_then(|c| c.get(id)).cloned()
     }
 
+    pub(super) fn get_many(&self, collection: &str, ids: &[String]) -> Vec<Document> {
+        let state = self.lock();
+        let Some(docs) = state.collections.get(collection) else { return Vec::new() };
+        ids.iter().filter_map(|id| docs.get(id).cloned()).collect()
+    }
+
+    pub(super) fn insert_many_new(&self, collection: &str, docs: Vec<Document>) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        let mut inserted = 0;
+        for doc in docs {
+            let id = doc_id(&doc)?.to_string();
+            if state.collections.get(collection).is_some_and(|c| c.contains_key(&id)) {
+                continue;
+            }
+            check_unique(&state, collection, &id, &doc)?;
+            state.collections.entry(collection.to_string()).or_default().insert(id, doc);
+            inserted += 1;
+        }
+        Ok(inserted)
+    }
+
     pub(super) fn find(&self, collection: &str, query: &Query) -> Vec<Document> {
         let state = self.lock();
         let Some(docs) = state.collections.get(collection) else { return Vec::new() };

@@ -193,6 +193,34 @@ impl DocumentStore {
         }
     }
 
+    /// The documents with these `_id`s (absent ones are skipped), in one round trip.
+    pub async fn get_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Document>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            DocumentStore::Memory(m) => Ok(m.get_many(collection, ids)),
+            DocumentStore::Mongo(m) => m.get_many(collection, ids).await,
+        }
+    }
+
+    /// Inserts a batch, skipping documents whose `_id` is already stored: for writes that
+    /// are deterministic per id, so a rerun after a crash converges on one clean run.
+    /// Returns how many were new. Not a transaction: a failure may leave part written.
+    pub async fn insert_many_new(&self, collection: &str, docs: Vec<Document>) -> Result<usize, StoreError> {
+        if docs.is_empty() {
+            return Ok(0);
+        }
+        for doc in &docs {
+            doc.keys().try_for_each(|k| check_field(k))?;
+            doc_id(doc)?;
+        }
+        match self {
+            DocumentStore::Memory(m) => m.insert_many_new(collection, docs),
+            DocumentStore::Mongo(m) => m.insert_many_new(collection, docs).await,
+        }
+    }
+
     pub async fn find(&self, collection: &str, query: &Query) -> Result<Vec<Document>, StoreError> {
         for cond in &query.conds {
             check_field(&cond.field)?;

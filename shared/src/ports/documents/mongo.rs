@@ -97,6 +97,38 @@ impl MongoDocuments {
         }
     }
 
+    pub(super) async fn get_many(&self, collection: &str, ids: &[String]) -> Result<Vec<Document>, StoreError> {
+        let coll = self.db.collection::<bson::Document>(collection);
+        let docs: Vec<bson::Document> = self
+            .bounded(async {
+                let cursor = coll.find(doc! { "_id": { "$in": ids } }).await.map_err(classify)?;
+                cursor.try_collect().await.map_err(classify)
+            })
+            .await?;
+        Ok(docs.into_iter().map(from_bson).collect())
+    }
+
+    pub(super) async fn insert_many_new(&self, collection: &str, docs: Vec<Document>) -> Result<usize, StoreError> {
+        const DUPLICATE_KEY: i32 = 11000;
+        let total = docs.len();
+        let docs = docs.iter().map(to_bson).collect::<Result<Vec<_>, _>>()?;
+        let coll = self.db.collection::<bson::Document>(collection);
+        // Unordered: one duplicate does not stop the rest of the batch.
+        let result = self.bounded(async { Ok(coll.insert_many(docs).ordered(false).await) }).await?;
+        match result {
+            Ok(r) => Ok(r.inserted_ids.len()),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(m)
+                    if m.write_concern_error.is_none()
+                        && m.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+                {
+                    Ok(total - m.write_errors.as_ref().map_or(0, Vec::len))
+                }
+                _ => Err(classify_in(collection)(e)),
+            },
+        }
+    }
+
     pub(super) async fn find(&self, collection: &str, query: &Query) -> Result<Vec<Document>, StoreError> {
         let coll = self.db.collection::<bson::Document>(collection);
         let mut find = coll.find(filter(&query.conds));
