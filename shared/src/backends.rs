@@ -25,6 +25,8 @@ pub struct Backends {
     pub retry_queue: Option<DelayQueue>,
     /// The AWS SDK configuration, for the real backend.
     pub sdk: Option<aws_config::SdkConfig>,
+    /// Prefix of every Redis key (`SETTLE_REDIS_PREFIX`).
+    pub redis_prefix: String,
     timeout: Duration,
     secrets: Vec<Secret>,
 }
@@ -41,6 +43,7 @@ impl Backends {
             objects: ObjectStore::Memory(MemoryObjects::new(&config.bucket)),
             retry_queue: Some(DelayQueue::Memory(MemoryQueue::new())),
             sdk: None,
+            redis_prefix: config.redis_prefix.clone(),
             timeout: config.dependency_timeout,
             secrets: Vec::new(),
         }
@@ -93,6 +96,7 @@ impl Backends {
             objects: ObjectStore::S3(S3Objects::new(&sdk, &config.bucket)),
             retry_queue,
             sdk: Some(sdk),
+            redis_prefix: config.redis_prefix.clone(),
             timeout,
             secrets: config.secrets().into_iter().cloned().collect(),
         })

@@ -1,6 +1,7 @@
 //! Settle's settlement-file ingest: takes S3 `ObjectCreated` events for settlement files
 //! (`settlements/incoming/*.csv` or `.csv.gz`) and handles each object on its own.
 
+pub mod pipeline;
 pub mod row;
 
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
@@ -17,8 +18,8 @@ pub const SUFFIXES: &[&str] = &[".csv", ".csv.gz"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ObjectOutcome {
-    /// A settlement file, present in the bucket, taken for ingest.
-    Received { bucket: String, key: String, size: u64, etag: String },
+    /// A settlement file, present in the bucket, and what its ingest found.
+    Received { bucket: String, key: String, size: u64, etag: String, summary: pipeline::IngestSummary },
     /// Not a settlement file (wrong prefix or suffix, or not an ObjectCreated event).
     Ignored { key: String, reason: String },
     /// The event named an object that is gone (deleted or overwritten since).
@@ -84,10 +85,11 @@ impl Ingestor {
         if bucket != self.backends.objects.bucket() {
             return Ok(ObjectOutcome::Ignored { key, reason: format!("bucket {bucket} is not the configured one") });
         }
-        Ok(match self.backends.objects.head(&key).await? {
-            Some(meta) => ObjectOutcome::Received { bucket, key, size: meta.size, etag: meta.etag },
-            None => ObjectOutcome::Missing { key },
-        })
+        let Some(meta) = self.backends.objects.head(&key).await? else { return Ok(ObjectOutcome::Missing { key }) };
+        let summary = pipeline::ingest_object(&self.backends, &key, &meta)
+            .await
+            .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+        Ok(ObjectOutcome::Received { bucket, key, size: meta.size, etag: meta.etag, summary })
     }
 }
 
