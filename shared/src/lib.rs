@@ -12,6 +12,7 @@ pub mod net;
 pub mod ports;
 pub mod problem;
 pub mod redact;
+pub mod settlements;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook_signature;

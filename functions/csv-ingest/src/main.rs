@@ -9,7 +9,11 @@ use settle_shared::config::{self, Backend};
 async fn main() -> Result<(), lambda_runtime::Error> {
     settle_shared::telemetry::init();
     let config = config::from_process_env(Backend::Real).await?;
-    let ingestor = Ingestor::new(settle_shared::Backends::connect(&config).await?);
+    let backends = settle_shared::Backends::connect(&config).await?;
+    if let Err(e) = backends.documents.ensure_indexes(&settle_shared::settlements::indexes()).await {
+        tracing::warn!(error = %e, "indexes not declared at cold start");
+    }
+    let ingestor = Ingestor::new(backends);
     lambda_runtime::run(service_fn(|event: LambdaEvent<S3Event>| {
         let ingestor = ingestor.clone();
         async move { ingestor.handle_s3_event(event.payload).await }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 pub const LEDGER: &str = "settlement_files";
 pub const RESULTS: &str = "settlement_results";
 pub const KEYS: &str = "settlement_keys";
-pub const AGGREGATES: &str = "settlement_aggregates";
+pub use settle_shared::settlements::{summary_cache_key, AGGREGATES};
 pub const PAYMENTS: &str = "payments";
 pub const REJECTS_PREFIX: &str = "settlements/rejects/";
 
@@ -120,9 +120,10 @@ pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) ->
         Err(StoreError::Duplicate { .. }) => {
             let existing = docs.get(LEDGER, &ledger_id).await?.unwrap_or_default();
             if existing.get("status").and_then(Value::as_str) != Some("running") {
-                let mut summary: IngestSummary = serde_json::from_value(existing.get("summary").cloned().unwrap_or_default())
-                    .map(|s: SummaryDoc| s.into())
-                    .unwrap_or_default();
+                let mut summary: IngestSummary =
+                    serde_json::from_value(existing.get("summary").cloned().unwrap_or_default())
+                        .map(|s: SummaryDoc| s.into())
+                        .unwrap_or_default();
                 summary.status = "already_ingested".into();
                 return Ok(summary);
             }
@@ -132,7 +133,11 @@ pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) ->
     }
 
     let Some(reader) = backends.objects.get(key).await.map_err(|e| PipelineError::Unavailable(e.to_string()))? else {
-        return Ok(IngestSummary { status: "rejected".into(), reason: Some("object vanished".into()), ..Default::default() });
+        return Ok(IngestSummary {
+            status: "rejected".into(),
+            reason: Some("object vanished".into()),
+            ..Default::default()
+        });
     };
     let gzipped = key.ends_with(".gz");
     let (tx, mut rx) = mpsc::channel::<Parsed>(2048);
@@ -172,7 +177,11 @@ pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) ->
         let name = key.rsplit('/').next().unwrap_or(key);
         let report_key = format!("{REJECTS_PREFIX}{name}.rejects.csv");
         let bytes = rejects.into_inner().unwrap_or_default();
-        backends.objects.put(&report_key, bytes, "text/csv").await.map_err(|e| PipelineError::Unavailable(e.to_string()))?;
+        backends
+            .objects
+            .put(&report_key, bytes, "text/csv")
+            .await
+            .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
         summary.rejects_key = Some(report_key);
     }
 
@@ -197,11 +206,6 @@ pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) ->
         "finished": chrono::Utc::now().timestamp_millis(), "summary": SummaryDoc::from(&summary)});
     docs.update(LEDGER, &ledger_id, vec![], doc(done)).await?;
     Ok(summary)
-}
-
-/// Where the Payment API caches a merchant's summary for a day.
-pub fn summary_cache_key(prefix: &str, merchant_id: &str, date: &str) -> String {
-    format!("{prefix}summary:{merchant_id}:{date}")
 }
 
 /// The stored form of a summary (field names stable for the ledger).

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod payments;
 pub mod refunds;
+pub mod settlements;
 pub mod store;
 pub mod tokens;
 pub mod webhook_endpoints;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhook_endpoints/{id}/resend", post(webhook_endpoints::resend))
         .route("/v1/webhook_endpoints/{id}/recover", post(webhook_endpoints::recover))
         .route("/v1/events/{event_id}/attempts", get(webhook_endpoints::event_attempts))
+        .route("/v1/settlements/summary", get(settlements::summary))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     Router::new()
         .route("/healthz", get(healthz))

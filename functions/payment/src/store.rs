@@ -34,6 +34,7 @@ pub fn indexes() -> Vec<IndexSpec> {
     ]
     .into_iter()
     .chain(settle_shared::webhooks::indexes())
+    .chain(settle_shared::settlements::indexes())
     .collect()
 }
 

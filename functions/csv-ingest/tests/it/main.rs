@@ -53,7 +53,8 @@ fn s3_event(bucket: &str, key: &str) -> aws_lambda_events::event::s3::S3Event {
 }
 
 async fn ingest(backends: &Backends, key: &str) -> settle_csv_ingest::pipeline::IngestSummary {
-    let report = Ingestor::new(backends.clone()).handle_s3_event(s3_event(backends.objects.bucket(), key)).await.unwrap();
+    let report =
+        Ingestor::new(backends.clone()).handle_s3_event(s3_event(backends.objects.bucket(), key)).await.unwrap();
     match report.outcomes.into_iter().next().unwrap() {
         ObjectOutcome::Received { summary, .. } => summary,
         other => panic!("{other:?}"),
@@ -76,9 +77,9 @@ fn file() -> String {
         "s1,pay_zzz,gw-4,m_1,charge,1.00,USD,0,1.00,2026-11-27T06:00:00Z",    // unknown
         "s1,pay_a,gw-1,m_1,charge,20.00,USD,0.59,19.41,2026-11-27T06:00:00Z", // duplicate of line 2
         "s1,pay_a,gw-5,m_1,refund,-5.00,USD,0,-5.00,2026-11-27T07:00:00Z",
-        "s1,pay_a,gw-6,m_1,charge,2O.00,USD,0,20.00,2026-11-27T06:00:00Z",   // bad number
+        "s1,pay_a,gw-6,m_1,charge,2O.00,USD,0,20.00,2026-11-27T06:00:00Z", // bad number
         "s1,pay_a,gw-7,m_1,charge,20.00,USD,1.00,20.00,2026-11-27T06:00:00Z", // net mismatch
-        "s1,pay_a,gw-8,m_1,charge",                                            // ragged
+        "s1,pay_a,gw-8,m_1,charge",                                        // ragged
         "\"s1\",\"pay_a\",\"gw,9\",m_1,fee,-0.30,USD,0,-0.30,2026-11-28T00:00:00Z",
     ];
     format!("{HEAD}{}\n", rows.join("\n"))
@@ -103,13 +104,21 @@ async fn a_file_is_reconciled_reported_and_published_once() {
     assert_eq!((summary.rows, summary.rejects), (7, 3));
     assert_eq!(
         outcomes(&summary),
-        [("amount_mismatch".into(), 1), ("currency_mismatch".into(), 1), ("duplicate".into(), 1), ("matched".into(), 3), ("unknown_payment".into(), 1)]
+        [
+            ("amount_mismatch".into(), 1),
+            ("currency_mismatch".into(), 1),
+            ("duplicate".into(), 1),
+            ("matched".into(), 3),
+            ("unknown_payment".into(), 1)
+        ]
     );
     // The rejects report names every bad row with its line and column.
     let report_key = summary.rejects_key.clone().unwrap();
     assert_eq!(report_key, "settlements/rejects/day 1.csv.rejects.csv");
     let mut report = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut b.objects.get(&report_key).await.unwrap().unwrap().body, &mut report).await.unwrap();
+    tokio::io::AsyncReadExt::read_to_string(&mut b.objects.get(&report_key).await.unwrap().unwrap().body, &mut report)
+        .await
+        .unwrap();
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines[0], "record,line,column,reason");
     assert!(lines[1].starts_with("7,8,6,amount: bad number"), "{report}");
@@ -144,7 +153,10 @@ async fn a_file_is_reconciled_reported_and_published_once() {
     // A run that crashed part-way (its ledger still says running) runs again to the same state.
     let ledger = b.documents.find(LEDGER, &Query::new().filter(Cond::eq("key", key))).await.unwrap();
     let ledger_id = ledger[0]["_id"].as_str().unwrap().to_string();
-    b.documents.update(LEDGER, &ledger_id, vec![], json!({"status": "running"}).as_object().cloned().unwrap()).await.unwrap();
+    b.documents
+        .update(LEDGER, &ledger_id, vec![], json!({"status": "running"}).as_object().cloned().unwrap())
+        .await
+        .unwrap();
     let rerun = ingest(&b, key).await;
     assert_eq!(rerun.status, "ingested");
     assert_eq!(outcomes(&rerun), outcomes(&summary), "a rerun must not count its own rows as duplicates");
@@ -156,14 +168,18 @@ async fn gzip_files_stream_to_the_same_result() {
     let b = backends().await;
     seed_payment(&b, "pay_a", "USD", 2000, 500).await;
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(format!("{HEAD}s1,pay_a,gw-1,m_1,charge,20.00,USD,0.59,19.41,2026-11-27T06:00:00Z\n").as_bytes()).unwrap();
+    gz.write_all(format!("{HEAD}s1,pay_a,gw-1,m_1,charge,20.00,USD,0.59,19.41,2026-11-27T06:00:00Z\n").as_bytes())
+        .unwrap();
     let key = "settlements/incoming/day2.csv.gz";
     b.objects.put(key, gz.finish().unwrap(), "application/gzip").await.unwrap();
     let summary = ingest(&b, key).await;
     assert_eq!((summary.status.as_str(), summary.rows), ("ingested", 1));
     assert_eq!(outcomes(&summary), [("matched".to_string(), 1)]);
     // A corrupt gzip is rejected whole, with a reason, not a panic.
-    b.objects.put("settlements/incoming/bad.csv.gz", b"\x1f\x8b\x08\x00garbage".to_vec(), "application/gzip").await.unwrap();
+    b.objects
+        .put("settlements/incoming/bad.csv.gz", b"\x1f\x8b\x08\x00garbage".to_vec(), "application/gzip")
+        .await
+        .unwrap();
     let bad = ingest(&b, "settlements/incoming/bad.csv.gz").await;
     assert_eq!(bad.status, "rejected");
     assert!(bad.reason.unwrap().contains("unreadable"));

@@ -10,4 +10,5 @@ mod idempotency;
 mod input;
 mod payments;
 mod refunds;
+mod settlements;
 mod webhook_endpoints;
