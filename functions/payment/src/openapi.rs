@@ -68,6 +68,14 @@ fn add_webhook_endpoints(doc: &mut Value) {
             "requestBody": body("Resend", true), "responses": ok("202", "Resent", "Queued")}},
         "/v1/webhook_endpoints/{id}/recover": {"post": {"operationId": "recoverEndpoint", "security": secured, "parameters": [id],
             "requestBody": body("Recover", true), "responses": ok("202", "Resent", "Queued")}},
+        "/v1/settlements/summary": {"get": {"operationId": "settlementSummary", "security": secured,
+            "parameters": [
+                {"name": "date", "in": "query", "required": true, "schema": {"type": "string", "format": "date"}},
+                {"name": "merchant_id", "in": "query", "description": "Required for support and admin", "schema": {"type": "string", "pattern": "^m_[A-Za-z0-9_-]{1,64}$"}}],
+            "responses": {"200": {"description": "Counts and sums per currency, type and outcome", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["object", "merchant_id", "date", "currencies"], "properties": {
+                    "object": {"const": "settlement_summary"}, "merchant_id": {"type": "string"}, "date": {"type": "string"},
+                    "currencies": {"type": "object"}}}}}}, "default": problem_response()}}},
         "/v1/events/{event_id}/attempts": {"get": {"operationId": "listEventAttempts", "security": secured,
             "parameters": [path_param("event_id", "^evt_[0-9a-f]{32}$"), {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
             "responses": ok("200", "AttemptList", "Attempts, newest first")}},
