@@ -6,5 +6,6 @@ pub mod dev_keys;
 pub mod rmq_bridge;
 pub mod s3_feed;
 pub mod stack;
+pub mod tools;
 
 pub use stack::{LocalStack, Observation, StackOptions};

@@ -14,6 +14,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the csv-ingest pipeline on a local settlement file (.csv or .csv.gz), with a
+    /// progress line and a summary table.
+    Ingest {
+        file: PathBuf,
+        /// Use the real services (see `up --real`) instead of in-memory backends.
+        #[arg(long)]
+        real: bool,
+    },
+    /// Write a realistic settlement file for tests and benchmarks.
+    Generate {
+        /// Where to write it.
+        out: PathBuf,
+        /// Size in bytes (suffixes k, M, G).
+        #[arg(long, default_value = "10M")]
+        size: String,
+        /// Share of invalid rows.
+        #[arg(long, default_value_t = 0.01)]
+        errors: f64,
+        /// Share of valid rows that do not reconcile.
+        #[arg(long, default_value_t = 0.02)]
+        mismatches: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Print a JWT signed with the local stack's development key.
     Token {
         /// The merchant the token acts for (`merchant_id` claim).
@@ -57,6 +81,33 @@ fn main() {
     let cli = Cli::parse();
     let (real, watch) = match cli.command {
         Command::Up { real, watch } => (real, watch),
+        Command::Generate { out, size, errors, mismatches, seed } => {
+            std::process::exit(match settle_local::tools::generate(&out, &size, errors, mismatches, seed) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("settle: {e:#}");
+                    1
+                }
+            })
+        }
+        Command::Ingest { file, real } => {
+            if real {
+                for (name, value) in LOCAL_DEFAULTS {
+                    if std::env::var_os(name).is_none() {
+                        // Before the runtime starts any thread.
+                        std::env::set_var(name, value);
+                    }
+                }
+            }
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            std::process::exit(match runtime.block_on(settle_local::tools::ingest(&file, real)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("settle: {e:#}");
+                    1
+                }
+            })
+        }
         Command::Token { merchant, roles, subject, ttl } => {
             std::process::exit(match token(merchant, roles, subject, ttl) {
                 Ok(t) => {

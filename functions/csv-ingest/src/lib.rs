@@ -1,6 +1,7 @@
 //! Settle's settlement-file ingest: takes S3 `ObjectCreated` events for settlement files
 //! (`settlements/incoming/*.csv` or `.csv.gz`) and handles each object on its own.
 
+pub mod generate;
 pub mod pipeline;
 pub mod row;
 

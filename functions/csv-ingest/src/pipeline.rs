@@ -19,6 +19,8 @@ use settle_shared::Backends;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub const LEDGER: &str = "settlement_files";
@@ -108,8 +110,41 @@ fn doc(value: Value) -> Document {
     value.as_object().cloned().unwrap_or_default()
 }
 
+/// Bytes read and rows parsed so far, for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes: AtomicU64,
+    pub rows: AtomicU64,
+}
+
+/// Counts what passes through, for [`Progress`].
+struct Counting<R> {
+    inner: R,
+    progress: Option<Arc<Progress>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = &self.progress {
+            p.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
 /// Ingests `key` (already known to exist with `meta`).
 pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) -> Result<IngestSummary, PipelineError> {
+    ingest_object_with(backends, key, meta, None).await
+}
+
+/// [`ingest_object`], reporting progress.
+pub async fn ingest_object_with(
+    backends: &Backends,
+    key: &str,
+    meta: &ObjectMeta,
+    progress: Option<Arc<Progress>>,
+) -> Result<IngestSummary, PipelineError> {
     let bucket = backends.objects.bucket().to_string();
     let ledger_id = short_hash(&[&bucket, key, &meta.etag]);
     let docs = &backends.documents;
@@ -141,8 +176,8 @@ pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) ->
     };
     let gzipped = key.ends_with(".gz");
     let (tx, mut rx) = mpsc::channel::<Parsed>(2048);
-    let body = tokio_util::io::SyncIoBridge::new(reader.body);
-    let parser = tokio::task::spawn_blocking(move || parse_stream(body, gzipped, tx));
+    let body = Counting { inner: tokio_util::io::SyncIoBridge::new(reader.body), progress: progress.clone() };
+    let parser = tokio::task::spawn_blocking(move || parse_stream(body, gzipped, tx, progress));
 
     let mut summary = IngestSummary { status: "ingested".into(), ..Default::default() };
     let mut rejects = csv::Writer::from_writer(Vec::new());
@@ -201,7 +236,7 @@ pub async fn ingest_object(backends: &Backends, key: &str, meta: &ObjectMeta) ->
         backends.kv.delete(&summary_cache_key(&backends.redis_prefix, merchant, date)).await.ok();
     }
 
-    publish(backends, &ledger_id, &bucket, key, &summary, &mismatches).await;
+    publish_ingested(backends, &ledger_id, &bucket, key, &summary).await;
     let done = json!({"status": if summary.status == "rejected" { "rejected" } else { "done" },
         "finished": chrono::Utc::now().timestamp_millis(), "summary": SummaryDoc::from(&summary)});
     docs.update(LEDGER, &ledger_id, vec![], doc(done)).await?;
@@ -246,7 +281,7 @@ impl From<SummaryDoc> for IngestSummary {
 }
 
 /// Runs on a blocking thread: bytes → (gunzip) → CSV records → rows or rejects.
-fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Parsed>) {
+fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Parsed>, progress: Option<Arc<Progress>>) {
     let input: Box<dyn Read> = if gzipped { Box::new(flate2::read::MultiGzDecoder::new(body)) } else { Box::new(body) };
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut record = csv::ByteRecord::new();
@@ -285,6 +320,9 @@ fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Parsed>) {
             })
         };
         number += 1;
+        if let Some(p) = &progress {
+            p.rows.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(item) = item {
             if tx.blocking_send(item).is_err() {
                 return; // the consumer gave up (a store failed)
@@ -362,6 +400,9 @@ async fn flush(
     }
     docs.insert_many_new(KEYS, key_docs).await?;
     docs.insert_many_new(RESULTS, result_docs).await?;
+    // Published per batch, so memory stays flat however many rows mismatch.
+    publish_mismatches(backends, ledger_id, mismatches).await;
+    mismatches.clear();
     Ok(())
 }
 
@@ -385,48 +426,48 @@ pub fn reconcile(row: &SettlementRow, payment: Option<&Document>) -> Outcome {
     }
 }
 
-/// `settlement.ingested` and one `settlement.mismatch` per row that did not match, with
-/// ids derived from the file and line: a rerun publishes the same ids, so consumers can
-/// drop repeats. Failures are logged; the ledger keeps the summary either way.
-async fn publish(
-    backends: &Backends,
-    ledger_id: &str,
-    bucket: &str,
-    key: &str,
-    summary: &IngestSummary,
-    mismatches: &[(u64, SettlementRow, Outcome)],
-) {
-    let event_id = |parts: &[&str]| format!("evt_{}", short_hash(parts));
-    let mut events = Vec::new();
-    let mut ingested = CloudEvent::new(
-        "settlement.ingested",
-        "/settle/csv-ingest",
-        json!({"bucket": bucket, "key": key, "summary": summary}),
-    );
-    ingested.id = event_id(&[ledger_id, "ingested"]);
-    ingested.subject = Some(key.to_string());
-    events.push(ingested);
+fn event_id(parts: &[&str]) -> String {
+    format!("evt_{}", short_hash(parts))
+}
+
+async fn send(backends: &Backends, e: &CloudEvent) {
+    let message = OutgoingMessage {
+        routing_key: e.event_type.clone(),
+        message_id: e.id.clone(),
+        content_type: CLOUDEVENTS_JSON.into(),
+        headers: Default::default(),
+        body: e.to_json(),
+    };
+    if let Err(err) = backends.bus.publish(&backends.topology.exchange, &message).await {
+        tracing::warn!(error = %err, event = %e.id, "settlement event not published");
+    }
+}
+
+/// One `settlement.mismatch` per row that did not match, with ids derived from the file
+/// and line: a rerun publishes the same ids, so consumers can drop repeats. Failures are
+/// logged; the results in MongoDB hold every outcome either way.
+async fn publish_mismatches(backends: &Backends, ledger_id: &str, mismatches: &[(u64, SettlementRow, Outcome)]) {
     for (line, row, outcome) in mismatches {
         let mut e = CloudEvent::new(
             "settlement.mismatch",
             "/settle/csv-ingest",
-            json!({"file": key, "line": line, "outcome": outcome, "row": row}),
+            json!({"line": line, "outcome": outcome, "row": row}),
         );
         e.id = event_id(&[ledger_id, &line.to_string()]);
         e.subject = Some(row.payment_id.clone());
         e.merchantid = Some(row.merchant_id.clone());
-        events.push(e);
+        send(backends, &e).await;
     }
-    for e in events {
-        let message = OutgoingMessage {
-            routing_key: e.event_type.clone(),
-            message_id: e.id.clone(),
-            content_type: CLOUDEVENTS_JSON.into(),
-            headers: Default::default(),
-            body: e.to_json(),
-        };
-        if let Err(err) = backends.bus.publish(&backends.topology.exchange, &message).await {
-            tracing::warn!(error = %err, event = %e.id, "settlement event not published");
-        }
-    }
+}
+
+/// `settlement.ingested`, once the whole file is through.
+async fn publish_ingested(backends: &Backends, ledger_id: &str, bucket: &str, key: &str, summary: &IngestSummary) {
+    let mut e = CloudEvent::new(
+        "settlement.ingested",
+        "/settle/csv-ingest",
+        json!({"bucket": bucket, "key": key, "summary": summary}),
+    );
+    e.id = event_id(&[ledger_id, "ingested"]);
+    e.subject = Some(key.to_string());
+    send(backends, &e).await;
 }
