@@ -65,17 +65,23 @@ enum Command {
     },
 }
 
-/// Loopback defaults for the real services, used when a variable is not set: the same
-/// addresses `scripts/services` starts them on.
-const LOCAL_DEFAULTS: &[(&str, &str)] = &[
-    ("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true"),
-    ("SETTLE_REDIS_URL", "redis://127.0.0.1:6379"),
-    ("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+/// The AWS emulator `scripts/services` starts, with the dummy credentials it accepts.
+const AWS_EMULATOR: &[(&str, &str)] = &[
     ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
     ("AWS_ACCESS_KEY_ID", "test"),
     ("AWS_SECRET_ACCESS_KEY", "test"),
     ("AWS_REGION", "us-east-1"),
 ];
+
+/// Points every unset service variable at the loopback services. Called before the
+/// runtime starts any thread, so no one reads the environment concurrently.
+fn default_to_local_services() {
+    for (name, value) in settle_shared::config::LOOPBACK_SERVICES.iter().chain(AWS_EMULATOR) {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+}
 
 fn main() {
     let cli = Cli::parse();
@@ -92,12 +98,7 @@ fn main() {
         }
         Command::Ingest { file, real } => {
             if real {
-                for (name, value) in LOCAL_DEFAULTS {
-                    if std::env::var_os(name).is_none() {
-                        // Before the runtime starts any thread.
-                        std::env::set_var(name, value);
-                    }
-                }
+                default_to_local_services();
             }
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             std::process::exit(match runtime.block_on(settle_local::tools::ingest(&file, real)) {
@@ -123,12 +124,7 @@ fn main() {
     };
     let real = real || std::env::var("SETTLE_BACKEND").is_ok_and(|b| b == "real");
     if real {
-        for (name, value) in LOCAL_DEFAULTS {
-            if std::env::var_os(name).is_none() {
-                // Before the runtime starts any thread, so no one reads the environment concurrently.
-                std::env::set_var(name, value);
-            }
-        }
+        default_to_local_services();
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     if let Err(e) = runtime.block_on(up(real, watch)) {

@@ -9,10 +9,8 @@ use serde_json::json;
 use settle_csv_ingest::generate::{write_file, KnownPayment, Shape};
 use settle_csv_ingest::pipeline::ingest_object;
 use settle_csv_ingest::row::parse_row;
-use settle_shared::config::{Backend, Sources};
 use settle_shared::ports::objects::ObjectStore;
-use settle_shared::{Backends, Config};
-use std::collections::HashMap;
+use settle_shared::Backends;
 use std::io::Read;
 use std::time::Instant;
 
@@ -109,27 +107,13 @@ async fn main() {
 
     // End to end on the real services.
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let vars: HashMap<String, String> = [
-        (
-            "SETTLE_MONGODB_URI",
-            std::env::var("SETTLE_MONGODB_URI")
-                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into()),
-        ),
-        ("SETTLE_REDIS_URL", std::env::var("SETTLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())),
-        (
-            "SETTLE_AMQP_URL",
-            std::env::var("SETTLE_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+    let config = settle_shared::config::loopback_config(&[
         ("SETTLE_MONGODB_DATABASE", format!("bench-ingest-{suffix}")),
         ("SETTLE_EVENTS_EXCHANGE", format!("bench.events.{suffix}")),
         ("SETTLE_NOTIFY_QUEUE", format!("bench.notify.{suffix}")),
         ("SETTLE_BUCKET", format!("bench-{suffix}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap();
+    ])
+    .unwrap();
     let backends = Backends::connect(&config).await.unwrap();
     if let ObjectStore::S3(s3) = &backends.objects {
         s3.ensure_bucket().await.unwrap();

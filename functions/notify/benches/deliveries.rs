@@ -10,13 +10,11 @@ use axum::Router;
 use base64::Engine;
 use serde_json::json;
 use settle_notify::{DeliveryOutcome, MessageOutcome, Notifier};
-use settle_shared::config::{Backend, Sources};
 use settle_shared::domain::event::CloudEvent;
 use settle_shared::ports::delay_queue::SqsQueue;
 use settle_shared::redact::Secret;
 use settle_shared::webhooks::{EndpointRecord, SecretBox, StoredSecret, ENDPOINTS};
-use settle_shared::{Backends, Config};
-use std::collections::HashMap;
+use settle_shared::Backends;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,29 +48,15 @@ async fn main() {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let queue =
         SqsQueue::ensure(&sdk, &format!("bench-retries-{suffix}")).await.expect("SQS emulator (scripts/services)");
-    let vars: HashMap<String, String> = [
-        (
-            "SETTLE_MONGODB_URI",
-            std::env::var("SETTLE_MONGODB_URI")
-                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into()),
-        ),
-        ("SETTLE_REDIS_URL", std::env::var("SETTLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())),
-        (
-            "SETTLE_AMQP_URL",
-            std::env::var("SETTLE_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+    let config = settle_shared::config::loopback_config(&[
         ("SETTLE_MONGODB_DATABASE", format!("bench-notify-{suffix}")),
         ("SETTLE_EVENTS_EXCHANGE", format!("bench.events.{suffix}")),
         ("SETTLE_NOTIFY_QUEUE", format!("bench.notify.{suffix}")),
         ("SETTLE_RETRY_QUEUE_URL", queue.url().to_string()),
         ("SETTLE_WEBHOOK_MASTER_KEY", MASTER.into()),
         ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap();
+    ])
+    .unwrap();
     let backends = Backends::connect(&config).await.unwrap();
     backends.bus.declare(&backends.topology).await.unwrap();
     backends.documents.ensure_indexes(&settle_shared::webhooks::indexes()).await.unwrap();

@@ -10,11 +10,9 @@ use http_body_util::BodyExt;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use settle_payment::{router, AppState};
-use settle_shared::config::{Backend, Sources};
 use settle_shared::ports::documents::Write;
 use settle_shared::ports::events::OutgoingMessage;
-use settle_shared::{Backends, Config};
-use std::collections::HashMap;
+use settle_shared::Backends;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -56,17 +54,7 @@ where
 #[tokio::main]
 async fn main() {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let vars: HashMap<String, String> = [
-        (
-            "SETTLE_MONGODB_URI",
-            std::env::var("SETTLE_MONGODB_URI")
-                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into()),
-        ),
-        ("SETTLE_REDIS_URL", std::env::var("SETTLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())),
-        (
-            "SETTLE_AMQP_URL",
-            std::env::var("SETTLE_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+    let config = settle_shared::config::loopback_config(&[
         ("SETTLE_MONGODB_DATABASE", format!("bench-{suffix}")),
         ("SETTLE_EVENTS_EXCHANGE", format!("bench.events.{suffix}")),
         ("SETTLE_NOTIFY_QUEUE", format!("bench.notify.{suffix}")),
@@ -78,12 +66,8 @@ async fn main() {
         ("SETTLE_WEBHOOK_MASTER_KEY", "bench-webhook-master-key-bench-webhook-ma".into()),
         ("SETTLE_RATE_LIMIT_MERCHANT", "1000000/1s".into()),
         ("SETTLE_RATE_LIMIT_TOKENS", "1000000/1s".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap();
+    ])
+    .unwrap();
     let backends = Backends::connect(&config).await.unwrap();
     let problems = backends.health().await.problems();
     assert!(problems.is_empty(), "services down: {problems:?} (run scripts/services)");

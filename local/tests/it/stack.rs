@@ -4,11 +4,11 @@
 use settle_csv_ingest::ObjectOutcome;
 use settle_local::{LocalStack, Observation, StackOptions};
 use settle_notify::MessageOutcome;
-use settle_shared::config::{Backend, Sources};
+use settle_shared::config::Backend;
 use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
 use settle_shared::ports::events::OutgoingMessage;
 use settle_shared::Config;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
@@ -20,25 +20,17 @@ pub fn unique(prefix: &str) -> String {
 /// A configuration on loopback services (the environment's URLs win over the defaults),
 /// with names no other test uses, then `overrides`.
 pub fn config(backend: Backend, overrides: &[(&str, String)]) -> Config {
-    let from_env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let mut vars: HashMap<String, String> = [
-        ("SETTLE_MONGODB_URI", from_env("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")),
-        ("SETTLE_REDIS_URL", from_env("SETTLE_REDIS_URL", "redis://127.0.0.1:6379")),
-        ("SETTLE_AMQP_URL", from_env("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+    let mut vars: Vec<(&str, String)> = vec![
         ("SETTLE_HTTP_ADDR", "127.0.0.1:0".to_string()),
         ("SETTLE_MONGODB_DATABASE", unique("stack")),
         ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
         ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
         ("SETTLE_BUCKET", unique("it-bucket")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    for (k, v) in overrides {
-        vars.insert(k.to_string(), v.clone());
-    }
-    let env = move |name: &str| vars.get(name).cloned();
-    Config::load(&Sources { env: &env, secrets: None }, backend).unwrap()
+    ];
+    vars.extend(overrides.iter().cloned());
+    let mut config = settle_shared::config::loopback_config(&vars).unwrap();
+    config.backend = backend;
+    config
 }
 
 fn options() -> StackOptions {

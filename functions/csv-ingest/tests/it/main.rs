@@ -5,11 +5,9 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use settle_csv_ingest::pipeline::{AGGREGATES, LEDGER};
 use settle_csv_ingest::{Ingestor, ObjectOutcome};
-use settle_shared::config::{Backend, Sources};
 use settle_shared::ports::documents::{Cond, Query};
 use settle_shared::ports::objects::ObjectStore;
-use settle_shared::{Backends, Config};
-use std::collections::HashMap;
+use settle_shared::Backends;
 use std::io::Write;
 use std::time::Duration;
 
@@ -18,21 +16,13 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn backends() -> Backends {
-    let from_env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let vars: HashMap<String, String> = [
-        ("SETTLE_MONGODB_URI", from_env("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")),
-        ("SETTLE_REDIS_URL", from_env("SETTLE_REDIS_URL", "redis://127.0.0.1:6379")),
-        ("SETTLE_AMQP_URL", from_env("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+    let config = settle_shared::config::loopback_config(&[
         ("SETTLE_MONGODB_DATABASE", unique("ingest")),
         ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
         ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
         ("SETTLE_BUCKET", unique("it-bucket")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let env = move |name: &str| vars.get(name).cloned();
-    let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap();
+    ])
+    .unwrap();
     let backends = Backends::connect(&config).await.unwrap();
     if let ObjectStore::S3(s3) = &backends.objects {
         s3.ensure_bucket().await.unwrap();

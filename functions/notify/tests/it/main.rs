@@ -9,13 +9,12 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 use settle_notify::{DeliveryOutcome, MessageOutcome, Notifier};
-use settle_shared::config::{Backend, Sources};
 use settle_shared::domain::event::CloudEvent;
 use settle_shared::ports::delay_queue::{DelayQueue, SqsQueue};
 use settle_shared::redact::Secret;
 use settle_shared::webhook_signature::{generate_secret, verify};
 use settle_shared::webhooks::{EndpointRecord, SecretBox, StoredSecret, ATTEMPTS, DEAD_LETTERS, DELIVERIES, ENDPOINTS};
-use settle_shared::{Backends, Config};
+use settle_shared::Backends;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -103,11 +102,7 @@ impl Harness {
     async fn new() -> Harness {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let queue = SqsQueue::ensure(&sdk, &unique("it-retries")).await.expect("SQS emulator (scripts/services)");
-        let from_env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-        let vars: HashMap<String, String> = [
-            ("SETTLE_MONGODB_URI", from_env("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")),
-            ("SETTLE_REDIS_URL", from_env("SETTLE_REDIS_URL", "redis://127.0.0.1:6379")),
-            ("SETTLE_AMQP_URL", from_env("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+        let config = settle_shared::config::loopback_config(&[
             ("SETTLE_MONGODB_DATABASE", unique("notify")),
             ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
             ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
@@ -116,12 +111,8 @@ impl Harness {
             ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true".into()),
             ("SETTLE_WEBHOOK_RETRY_SCHEDULE", "1s,1s,1s".into()),
             ("SETTLE_WEBHOOK_TIMEOUT_MS", "1500".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let env = move |name: &str| vars.get(name).cloned();
-        let config = Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap();
+        ])
+        .unwrap();
         let backends = Backends::connect(&config).await.unwrap();
         let problems = backends.health().await.problems();
         assert!(problems.is_empty(), "services unreachable: {problems:?} (start them with scripts/services)");

@@ -8,10 +8,8 @@ use http_body_util::BodyExt;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use settle_payment::{router, AppState};
-use settle_shared::config::{Backend, Sources};
 use settle_shared::ports::events::Subscription;
 use settle_shared::{Backends, Config};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 use tower::ServiceExt;
@@ -35,11 +33,7 @@ pub struct TestApp {
 }
 
 pub fn config(overrides: &[(&str, String)]) -> Config {
-    let from_env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let mut vars: HashMap<String, String> = [
-        ("SETTLE_MONGODB_URI", from_env("SETTLE_MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")),
-        ("SETTLE_REDIS_URL", from_env("SETTLE_REDIS_URL", "redis://127.0.0.1:6379")),
-        ("SETTLE_AMQP_URL", from_env("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+    let mut vars: Vec<(&str, String)> = vec![
         ("SETTLE_MONGODB_DATABASE", unique("pay")),
         ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
         ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
@@ -53,15 +47,9 @@ pub fn config(overrides: &[(&str, String)]) -> Config {
         ("SETTLE_WEBHOOK_MASTER_KEY", "integration-test-webhook-master-key-0123456789".into()),
         ("SETTLE_ADMIN_CIDRS", "127.0.0.0/8".into()),
         ("SETTLE_DEPENDENCY_TIMEOUT_MS", "1500".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    for (k, v) in overrides {
-        vars.insert(k.to_string(), v.clone());
-    }
-    let env = move |name: &str| vars.get(name).cloned();
-    Config::load(&Sources { env: &env, secrets: None }, Backend::Real).unwrap()
+    ];
+    vars.extend(overrides.iter().cloned());
+    settle_shared::config::loopback_config(&vars).unwrap()
 }
 
 impl TestApp {
