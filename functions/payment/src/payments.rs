@@ -329,7 +329,8 @@ pub async fn act(
     state: &AppState,
     id: &str,
     actor: Actor<'_>,
-    action: Action,
+    // Decided on the payment as read (a capture defaults to the authorised amount).
+    action: impl Fn(&PaymentRecord) -> Action,
     origin: &Origin,
     base: &str,
 ) -> Result<PaymentRecord, ApiError> {
@@ -344,7 +345,7 @@ pub async fn act(
         if !allowed {
             return Err(ApiError::NotFound("payment"));
         }
-        let t = transition(&facts(&current), action).map_err(state_error(current.status))?;
+        let t = transition(&facts(&current), action(&current)).map_err(state_error(current.status))?;
         let mut next = current.clone();
         apply(&mut next, &t, base);
         let events: Vec<_> = t
@@ -396,24 +397,19 @@ pub async fn payment_action(
         async move {
             let merchant = caller.merchant()?.to_string();
             let id = parse_payment_id(&id)?;
-            let action = match verb.as_str() {
-                "confirm" => {
+            // The capture amount defaults to what was authorised, read inside `act`.
+            let requested_capture = match verb.as_str() {
+                "confirm" | "cancel" => {
                     input.parse::<EmptyBody>()?;
-                    Action::Confirm
+                    None
                 }
-                "cancel" => {
-                    input.parse::<EmptyBody>()?;
-                    Action::Cancel
-                }
-                "capture" => {
-                    let body: CapturePayment = input.parse()?;
-                    let current: PaymentRecord = load(state, PAYMENTS, id.as_str())
-                        .await?
-                        .filter(|p: &PaymentRecord| p.merchant_id == merchant)
-                        .ok_or(ApiError::NotFound("payment"))?;
-                    Action::Capture { amount: body.amount_to_capture.unwrap_or(current.amount) }
-                }
+                "capture" => input.parse::<CapturePayment>()?.amount_to_capture,
                 _ => return Err(ApiError::NotFound("action")),
+            };
+            let action = |current: &PaymentRecord| match verb.as_str() {
+                "confirm" => Action::Confirm,
+                "cancel" => Action::Cancel,
+                _ => Action::Capture { amount: requested_capture.unwrap_or(current.amount) },
             };
             let record = act(
                 state,
@@ -560,8 +556,9 @@ pub async fn challenge_answer(
         "reject" => Action::RejectChallenge,
         _ => return Err(ApiError::NotFound("action")),
     };
-    let p = act(&state, id.as_str(), Actor::Challenge(&secret), action, &origin(&headers, None), &base_url(&headers))
-        .await?;
+    let p =
+        act(&state, id.as_str(), Actor::Challenge(&secret), |_| action, &origin(&headers, None), &base_url(&headers))
+            .await?;
     let outcome = match (p.status, p.failure_code) {
         (PaymentStatus::Failed, Some(code)) => {
             format!("Payment failed ({}).", serde_json::to_value(code).unwrap_or_default().as_str().unwrap_or("failed"))
