@@ -21,8 +21,8 @@ Gt6cA0UxmhXZ29dWLV410v5OCOrszahz+MTQ3fe5T5gi3YSSutKknKC89g==
 
 /// The local stack's gateway webhook secret when none is configured.
 pub const DEV_GATEWAY_WEBHOOK_SECRET: &str = "settle-local-gateway-webhook-secret-0001";
-const DEV_FINGERPRINT_KEY: &str = "settle-local-card-fingerprint-key-000001";
-const DEV_WEBHOOK_MASTER_KEY: &str = "settle-local-webhook-master-key-00000001";
+pub const DEV_FINGERPRINT_KEY: &str = "settle-local-card-fingerprint-key-000001";
+pub const DEV_WEBHOOK_MASTER_KEY: &str = "settle-local-webhook-master-key-00000001";
 
 /// Fills in development credentials for what is not configured; returns a line per
 /// default used, for the banner.

@@ -5,6 +5,7 @@
 pub mod dev_keys;
 pub mod rmq_bridge;
 pub mod s3_feed;
+pub mod sample_events;
 pub mod stack;
 pub mod tools;
 

@@ -53,6 +53,23 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Print a sample event from `events/` with its placeholders filled: a fresh
+    /// development token, and the card token or payment id earlier calls returned.
+    Event {
+        file: PathBuf,
+        /// The merchant the token acts for.
+        #[arg(long, default_value = "m_123")]
+        merchant: String,
+        /// Fills `${CARD_TOKEN}` (a `tok_…` from the create-token sample).
+        #[arg(long)]
+        card: Option<String>,
+        /// Fills `${PAYMENT_ID}` (a `pay_…` from the create-payment sample).
+        #[arg(long)]
+        payment: Option<String>,
+    },
+    /// Print the environment (dotenv lines) that runs a function binary on this machine's
+    /// services with the development keys: `cargo lambda watch --env-file …`.
+    LambdaEnv,
     /// Run the whole system locally: the Payment API, the notifier and csv-ingest.
     Up {
         /// Use the real services (MongoDB, Redis, RabbitMQ, S3/SQS emulator on loopback
@@ -108,6 +125,31 @@ fn main() {
                     1
                 }
             })
+        }
+        Command::Event { file, merchant, card, payment } => {
+            let filled = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+                .and_then(|text| {
+                    let token = token(Some(merchant), vec!["merchant".into()], None, 3600)?;
+                    let mut values = vec![("SETTLE_TOKEN", token.as_str())];
+                    values.extend(card.as_deref().map(|c| ("CARD_TOKEN", c)));
+                    values.extend(payment.as_deref().map(|p| ("PAYMENT_ID", p)));
+                    settle_local::sample_events::fill(&text, &values)
+                });
+            std::process::exit(match filled {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("settle: {e:#}");
+                    1
+                }
+            })
+        }
+        Command::LambdaEnv => {
+            print!("{}", settle_local::sample_events::local_lambda_env());
+            std::process::exit(0)
         }
         Command::Token { merchant, roles, subject, ttl } => {
             std::process::exit(match token(merchant, roles, subject, ttl) {

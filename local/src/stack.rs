@@ -143,7 +143,7 @@ impl LocalStack {
             .map_err(|e| anyhow::anyhow!("SETTLE_HTTP_ADDR {}: {e}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
         let state = settle_payment::AppState::new(config, backends.clone())?;
-        state.prepare().await?;
+        state.prepare().await.map_err(anyhow::Error::msg)?;
         // The outbox relay on a schedule, as a scheduled trigger would run it in AWS.
         let relay_state = state.clone();
         tasks.push(tokio::spawn(async move {

@@ -372,31 +372,48 @@ pub fn loopback_config(overrides: &[(&str, String)]) -> Result<Config, ConfigErr
 }
 
 /// Loads the configuration of a function from the process environment, fetching the
-/// Secrets Manager secret first when `SETTLE_SECRET_ID` names one.
+/// Secrets Manager secrets first when `SETTLE_SECRET_ID` names any: a comma-separated list
+/// of ids or ARNs whose JSON objects are merged, later ones winning (a deployment keeps its
+/// generated keys, the MongoDB URI and the operator's values in separate secrets).
 pub async fn from_process_env(default_backend: Backend) -> Result<Config, ConfigError> {
     let env = |name: &str| std::env::var(name).ok();
-    let secret_values = match env("SETTLE_SECRET_ID").filter(|v| !v.trim().is_empty()) {
-        None => None,
-        Some(id) => {
-            crate::tls::install_crypto_provider();
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
-            let no_secrets = Sources { env: &env, secrets: None };
-            let ttl = Duration::from_secs(no_secrets.parse("SETTLE_SECRETS_TTL_SECS", 300)?);
-            // A stalled endpoint must fail the cold start, not hang it until the Lambda timeout.
-            let fetch = CachedSecrets::new(source, id.trim(), ttl);
-            match tokio::time::timeout(Duration::from_secs(10), fetch.get()).await {
-                Ok(values) => Some(values?),
-                Err(_) => {
-                    return Err(ConfigError::Secret {
-                        id: id.trim().to_string(),
-                        reason: "no answer within 10 s".into(),
-                    })
-                }
-            }
-        }
+    let secret_id = env("SETTLE_SECRET_ID");
+    let ids = secret_ids(secret_id.as_deref());
+    let secret_values = if ids.is_empty() {
+        None
+    } else {
+        crate::tls::install_crypto_provider();
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
+        let no_secrets = Sources { env: &env, secrets: None };
+        let ttl = Duration::from_secs(no_secrets.parse("SETTLE_SECRETS_TTL_SECS", 300)?);
+        Some(fetch_merged_secrets(&source, &ids, ttl).await?)
     };
-    Config::load(&Sources { env: &env, secrets: secret_values.as_deref() }, default_backend)
+    Config::load(&Sources { env: &env, secrets: secret_values.as_ref() }, default_backend)
+}
+
+/// Fetches each secret in `ids` and merges their JSON objects, later ids winning. Each
+/// fetch is bounded at 10 s: a stalled endpoint must fail the cold start, not hang it
+/// until the Lambda timeout.
+pub async fn fetch_merged_secrets(
+    source: &SecretsSource,
+    ids: &[&str],
+    ttl: Duration,
+) -> Result<SecretValues, ConfigError> {
+    let mut merged = SecretValues::new();
+    for id in ids {
+        let fetch = CachedSecrets::new(source.clone(), id, ttl);
+        match tokio::time::timeout(Duration::from_secs(10), fetch.get()).await {
+            Ok(values) => merged.extend(values?.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            Err(_) => return Err(ConfigError::Secret { id: id.to_string(), reason: "no answer within 10 s".into() }),
+        }
+    }
+    Ok(merged)
+}
+
+/// The ids in `SETTLE_SECRET_ID`, in order, blanks dropped.
+fn secret_ids(value: Option<&str>) -> Vec<&str> {
+    value.unwrap_or_default().split(',').map(str::trim).filter(|id| !id.is_empty()).collect()
 }
 
 #[cfg(test)]
@@ -415,6 +432,13 @@ mod tests {
         ("SETTLE_REDIS_URL", "redis://127.0.0.1:6379"),
         ("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
     ];
+
+    #[test]
+    fn secret_ids_are_a_comma_separated_list() {
+        assert_eq!(secret_ids(None), Vec::<&str>::new());
+        assert_eq!(secret_ids(Some(" ")), Vec::<&str>::new());
+        assert_eq!(secret_ids(Some("arn:a, b ,,c")), ["arn:a", "b", "c"]);
+    }
 
     #[test]
     fn memory_backend_needs_nothing() {

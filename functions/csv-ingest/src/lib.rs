@@ -65,6 +65,15 @@ impl Ingestor {
         Ingestor { backends }
     }
 
+    /// Cold-start set-up, idempotent: the indexes the pipeline queries by, and the
+    /// exchange its events go to (Amazon MQ starts empty).
+    pub async fn prepare(&self) -> Result<(), IngestError> {
+        let backends = &self.backends;
+        let unavailable = |e: &dyn std::fmt::Display| IngestError::Unavailable(e.to_string());
+        backends.documents.ensure_indexes(&settle_shared::settlements::indexes()).await.map_err(|e| unavailable(&e))?;
+        backends.bus.declare(&backends.topology).await.map_err(|e| unavailable(&e))
+    }
+
     /// Handles every record of one S3 event. An unreachable object store fails the whole
     /// invocation, so that Lambda's retry for asynchronous invocations runs it again.
     pub async fn handle_s3_event(&self, event: S3Event) -> Result<IngestReport, IngestError> {
@@ -136,6 +145,7 @@ mod tests {
         let config = settle_shared::Config::load(&Sources { env: &env, secrets: None }, Backend::Memory).unwrap();
         let backends = Backends::memory(&config);
         let ingestor = Ingestor::new(backends.clone());
+        ingestor.prepare().await.unwrap();
 
         let mut event = fixture();
         event.records[0].s3.bucket.name = Some(config.bucket.clone());

@@ -10,10 +10,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     settle_shared::telemetry::init();
     let config = config::from_process_env(Backend::Real).await?;
     let backends = settle_shared::Backends::connect(&config).await?;
-    if let Err(e) = backends.documents.ensure_indexes(&settle_shared::settlements::indexes()).await {
-        tracing::warn!(error = %e, "indexes not declared at cold start");
-    }
     let ingestor = Ingestor::new(backends);
+    if let Err(e) = ingestor.prepare().await {
+        // Runs fail (and are retried) until the dependency is back; the next cold start retries.
+        tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
+    }
     lambda_runtime::run(service_fn(|event: LambdaEvent<S3Event>| {
         let ingestor = ingestor.clone();
         async move { ingestor.handle_s3_event(event.payload).await }

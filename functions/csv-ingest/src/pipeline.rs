@@ -32,6 +32,12 @@ pub const REJECTS_PREFIX: &str = "settlements/rejects/";
 
 /// Rows reconciled and written per round trip.
 const BATCH: usize = 500;
+/// Parsed items handed from the parsing thread in one message (a channel send per row
+/// cost more than validating it), and how many such chunks may wait: memory stays flat.
+const CHUNK: usize = 256;
+const CHUNKS_IN_FLIGHT: usize = 8;
+/// Mismatch events in flight at once (each waits for its publisher confirm).
+const PUBLISH_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -81,9 +87,9 @@ impl From<StoreError> for PipelineError {
     }
 }
 
-/// What the parsing thread sends.
+/// What the parsing thread sends (in chunks of up to [`CHUNK`]).
 enum Parsed {
-    Row(Box<SettlementRow>, u64),
+    Row(SettlementRow, u64),
     Reject(Reject),
     /// The file cannot be read as a settlement file at all.
     Fatal(String),
@@ -175,32 +181,33 @@ pub async fn ingest_object_with(
         });
     };
     let gzipped = key.ends_with(".gz");
-    let (tx, mut rx) = mpsc::channel::<Parsed>(2048);
+    let (tx, mut rx) = mpsc::channel::<Vec<Parsed>>(CHUNKS_IN_FLIGHT);
     let body = Counting { inner: tokio_util::io::SyncIoBridge::new(reader.body), progress: progress.clone() };
     let parser = tokio::task::spawn_blocking(move || parse_stream(body, gzipped, tx, progress));
 
     let mut summary = IngestSummary { status: "ingested".into(), ..Default::default() };
-    let mut rejects = csv::Writer::from_writer(Vec::new());
-    write_reject_header(&mut rejects);
+    let mut rejects = RejectsReport::create()?;
     let mut aggregates: HashMap<(String, String, String), Aggregate> = HashMap::new();
     let mut mismatches: Vec<(u64, SettlementRow, Outcome)> = Vec::new();
     let mut batch: Vec<(SettlementRow, u64)> = Vec::with_capacity(BATCH);
-    while let Some(item) = rx.recv().await {
-        match item {
-            Parsed::Row(row, line) => {
-                batch.push((*row, line));
-                if batch.len() >= BATCH {
-                    flush(backends, &ledger_id, &mut batch, &mut summary, &mut aggregates, &mut mismatches).await?;
+    while let Some(chunk) = rx.recv().await {
+        for item in chunk {
+            match item {
+                Parsed::Row(row, line) => {
+                    batch.push((row, line));
+                    if batch.len() >= BATCH {
+                        flush(backends, &ledger_id, &mut batch, &mut summary, &mut aggregates, &mut mismatches).await?;
+                    }
                 }
-            }
-            Parsed::Reject(r) => {
-                summary.rejects += 1;
-                write_reject(&mut rejects, &r);
-            }
-            Parsed::Fatal(reason) => {
-                summary.status = "rejected".into();
-                write_reject(&mut rejects, &Reject { record: 0, line: 1, column: None, reason: reason.clone() });
-                summary.reason = Some(reason);
+                Parsed::Reject(r) => {
+                    summary.rejects += 1;
+                    rejects.write(&r)?;
+                }
+                Parsed::Fatal(reason) => {
+                    summary.status = "rejected".into();
+                    rejects.write(&Reject { record: 0, line: 1, column: None, reason: reason.clone() })?;
+                    summary.reason = Some(reason);
+                }
             }
         }
     }
@@ -211,10 +218,10 @@ pub async fn ingest_object_with(
     if summary.rejects > 0 || summary.status == "rejected" {
         let name = key.rsplit('/').next().unwrap_or(key);
         let report_key = format!("{REJECTS_PREFIX}{name}.rejects.csv");
-        let bytes = rejects.into_inner().unwrap_or_default();
+        let path = rejects.finish()?;
         backends
             .objects
-            .put(&report_key, bytes, "text/csv")
+            .put_file(&report_key, &path.0, "text/csv")
             .await
             .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
         summary.rejects_key = Some(report_key);
@@ -236,7 +243,9 @@ pub async fn ingest_object_with(
         backends.kv.delete(&summary_cache_key(&backends.redis_prefix, merchant, date)).await.ok();
     }
 
-    publish_ingested(backends, &ledger_id, &bucket, key, &summary).await;
+    // Unpublished events fail the run (the ledger stays "running"), so the retry
+    // republishes them under the same ids instead of losing them.
+    publish_ingested(backends, &ledger_id, &bucket, key, &summary).await?;
     let done = json!({"status": if summary.status == "rejected" { "rejected" } else { "done" },
         "finished": chrono::Utc::now().timestamp_millis(), "summary": SummaryDoc::from(&summary)});
     docs.update(LEDGER, &ledger_id, vec![], doc(done)).await?;
@@ -281,63 +290,100 @@ impl From<SummaryDoc> for IngestSummary {
 }
 
 /// Runs on a blocking thread: bytes → (gunzip) → CSV records → rows or rejects.
-fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Parsed>, progress: Option<Arc<Progress>>) {
+fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Vec<Parsed>>, progress: Option<Arc<Progress>>) {
     let input: Box<dyn Read> = if gzipped { Box::new(flate2::read::MultiGzDecoder::new(body)) } else { Box::new(body) };
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let send = |chunk: &mut Vec<Parsed>, rows: u64| {
+        if let Some(p) = &progress {
+            p.rows.fetch_add(rows, Ordering::Relaxed);
+        }
+        // An error means the consumer gave up (a store failed): stop reading.
+        tx.blocking_send(std::mem::replace(chunk, Vec::with_capacity(CHUNK))).is_ok()
+    };
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut record = csv::ByteRecord::new();
     let mut number: u64 = 0;
+    let mut unsent_rows: u64 = 0;
     loop {
-        match reader.read_byte_record(&mut record) {
+        let fatal = match reader.read_byte_record(&mut record) {
+            Ok(true) if number == 0 => check_header(&record).err(),
+            Ok(true) => {
+                chunk.push(match parse_row(&record, number) {
+                    Ok(row) => Parsed::Row(row, record.position().map_or(number, |p| p.line())),
+                    Err(reject) => Parsed::Reject(reject),
+                });
+                None
+            }
+            Ok(false) if number == 0 => Some("empty file: no header".to_string()),
             Ok(false) => {
-                if number == 0 {
-                    let _ = tx.blocking_send(Parsed::Fatal("empty file: no header".into()));
-                }
+                send(&mut chunk, unsent_rows);
                 return;
             }
-            Ok(true) => {}
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                let reason = match e.kind() {
+                Some(match e.kind() {
                     csv::ErrorKind::Io(io) => format!("unreadable at line {line}: {io}"),
                     _ => format!("unreadable at line {line}"),
-                };
-                let _ = tx.blocking_send(Parsed::Fatal(reason));
+                })
+            }
+        };
+        if let Some(reason) = fatal {
+            chunk.push(Parsed::Fatal(reason));
+            send(&mut chunk, unsent_rows);
+            return;
+        }
+        number += 1;
+        unsent_rows += 1;
+        if chunk.len() >= CHUNK {
+            if !send(&mut chunk, unsent_rows) {
                 return;
             }
-        }
-        let item = if number == 0 {
-            match check_header(&record) {
-                Ok(()) => None,
-                Err(reason) => {
-                    let _ = tx.blocking_send(Parsed::Fatal(reason));
-                    return;
-                }
-            }
-        } else {
-            Some(match parse_row(&record, number) {
-                Ok(row) => Parsed::Row(Box::new(row), record.position().map_or(number, |p| p.line())),
-                Err(reject) => Parsed::Reject(reject),
-            })
-        };
-        number += 1;
-        if let Some(p) = &progress {
-            p.rows.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(item) = item {
-            if tx.blocking_send(item).is_err() {
-                return; // the consumer gave up (a store failed)
-            }
+            unsent_rows = 0;
         }
     }
 }
 
-fn write_reject_header(w: &mut csv::Writer<Vec<u8>>) {
-    let _ = w.write_record(["record", "line", "column", "reason"]);
+/// The rejects report, written to a temporary file as rows are rejected and uploaded
+/// from it: a file where every row is bad must not grow memory with it.
+struct RejectsReport {
+    writer: csv::Writer<std::io::BufWriter<std::fs::File>>,
+    path: TempPath,
 }
 
-fn write_reject(w: &mut csv::Writer<Vec<u8>>, r: &Reject) {
-    let column = r.column.map(|c| c.to_string()).unwrap_or_default();
-    let _ = w.write_record([r.record.to_string(), r.line.to_string(), column, r.reason.clone()]);
+/// Removes its file when dropped, whatever path the run took.
+struct TempPath(std::path::PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl RejectsReport {
+    fn create() -> Result<Self, PipelineError> {
+        let name = format!("settle-rejects-{:016x}.csv", rand::random::<u64>());
+        let path = TempPath(std::env::temp_dir().join(name));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path.0).map_err(Self::failed)?;
+        let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
+        writer.write_record(["record", "line", "column", "reason"]).map_err(Self::failed)?;
+        Ok(RejectsReport { writer, path })
+    }
+
+    fn write(&mut self, r: &Reject) -> Result<(), PipelineError> {
+        let column = r.column.map(|c| c.to_string()).unwrap_or_default();
+        let record = [r.record.to_string(), r.line.to_string(), column, r.reason.clone()];
+        self.writer.write_record(&record).map_err(Self::failed)
+    }
+
+    /// Flushes the report and hands over its file (removed when the guard drops).
+    fn finish(mut self) -> Result<TempPath, PipelineError> {
+        self.writer.flush().map_err(Self::failed)?;
+        Ok(self.path)
+    }
+
+    fn failed(e: impl std::fmt::Display) -> PipelineError {
+        PipelineError::Unavailable(format!("rejects report (temporary file): {e}"))
+    }
 }
 
 /// Reconciles and writes one batch.
@@ -353,18 +399,18 @@ async fn flush(
         return Ok(());
     }
     let docs = &backends.documents;
-    let payment_ids: Vec<String> = batch.iter().map(|(r, _)| r.payment_id.clone()).collect();
-    let payments: HashMap<String, Document> = docs
-        .get_many(PAYMENTS, &payment_ids)
+    let mut payment_ids: Vec<String> = batch.iter().map(|(r, _)| r.payment_id().to_string()).collect();
+    payment_ids.sort_unstable();
+    payment_ids.dedup();
+    let payments: HashMap<String, Document> = get_many_chunked(backends, PAYMENTS, &payment_ids)
         .await?
         .into_iter()
         .filter_map(|d| Some((d.get("_id")?.as_str()?.to_string(), d)))
         .collect();
     // Duplicates: a natural key (payment, type, gateway reference) claimed by another line.
-    let natural = |r: &SettlementRow| short_hash(&[&r.payment_id, r.row_type.as_str(), &r.gateway_reference]);
+    let natural = |r: &SettlementRow| short_hash(&[r.payment_id(), r.row_type.as_str(), r.gateway_reference()]);
     let key_ids: Vec<String> = batch.iter().map(|(r, _)| natural(r)).collect();
-    let mut owners: HashMap<String, String> = docs
-        .get_many(KEYS, &key_ids)
+    let mut owners: HashMap<String, String> = get_many_chunked(backends, KEYS, &key_ids)
         .await?
         .into_iter()
         .filter_map(|d| Some((d.get("_id")?.as_str()?.to_string(), d.get("owner")?.as_str()?.to_string())))
@@ -378,22 +424,23 @@ async fn flush(
             _ => {
                 owners.insert(key_id.clone(), me.clone());
                 key_docs.push(doc(json!({"_id": key_id, "owner": me})));
-                reconcile(&row, payments.get(&row.payment_id))
+                reconcile(&row, payments.get(row.payment_id()))
             }
         };
         summary.rows += 1;
         *summary.outcomes.entry(outcome.as_str().to_string()).or_default() += 1;
-        let date = row.settled_at.format("%Y-%m-%d").to_string();
-        let agg = aggregates.entry((row.merchant_id.clone(), row.currency.clone(), date.clone())).or_default();
+        let date = row.settled_at().format("%Y-%m-%d").to_string();
+        let agg = aggregates
+            .entry((row.merchant_id().to_string(), row.currency.code().to_string(), date.clone()))
+            .or_default();
         agg.count += 1;
         let t = agg.by_type.entry(row.row_type.as_str().to_string()).or_default();
         t.0 += 1;
         t.1 += row.amount;
         *agg.by_outcome.entry(outcome.as_str().to_string()).or_default() += 1;
-        result_docs.push(doc(json!({"_id": me, "ledger": ledger_id, "line": line, "settlement_id": row.settlement_id,
-            "payment_id": row.payment_id, "gateway_reference": row.gateway_reference, "merchant_id": row.merchant_id,
-            "type": row.row_type, "amount": row.amount, "currency": row.currency, "fee": row.fee, "net": row.net,
-            "settled_at": row.settled_at.to_rfc3339(), "date": date, "outcome": outcome})));
+        let mut result = doc(json!(row));
+        result.extend(doc(json!({"_id": me, "ledger": ledger_id, "line": line, "date": date, "outcome": outcome})));
+        result_docs.push(result);
         if !matches!(outcome, Outcome::Matched) {
             mismatches.push((line, row, outcome));
         }
@@ -401,15 +448,26 @@ async fn flush(
     docs.insert_many_new(KEYS, key_docs).await?;
     docs.insert_many_new(RESULTS, result_docs).await?;
     // Published per batch, so memory stays flat however many rows mismatch.
-    publish_mismatches(backends, ledger_id, mismatches).await;
+    publish_mismatches(backends, ledger_id, mismatches).await?;
     mismatches.clear();
     Ok(())
+}
+
+/// Ids per lookup: a long `$in` list costs more than its share on some servers (on the
+/// local MongoDB emulator 500 ids took 200 ms, 5 lookups of 100 took 60), so a batch's
+/// lookups go out in chunks, concurrently.
+const LOOKUP_CHUNK: usize = 100;
+
+async fn get_many_chunked(backends: &Backends, collection: &str, ids: &[String]) -> Result<Vec<Document>, StoreError> {
+    let lookups: Vec<_> = ids.chunks(LOOKUP_CHUNK).map(|c| backends.documents.get_many(collection, c)).collect();
+    let found = futures_util::future::try_join_all(lookups).await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// One row against the payment it names.
 pub fn reconcile(row: &SettlementRow, payment: Option<&Document>) -> Outcome {
     let Some(p) = payment else { return Outcome::UnknownPayment };
-    if p.get("currency").and_then(Value::as_str) != Some(row.currency.as_str()) {
+    if p.get("currency").and_then(Value::as_str) != Some(row.currency.code()) {
         return Outcome::CurrencyMismatch;
     }
     let int = |k: &str| p.get(k).and_then(Value::as_i64).unwrap_or(0);
@@ -430,7 +488,7 @@ fn event_id(parts: &[&str]) -> String {
     format!("evt_{}", short_hash(parts))
 }
 
-async fn send(backends: &Backends, e: &CloudEvent) {
+async fn send(backends: &Backends, e: CloudEvent) -> Result<(), PipelineError> {
     let message = OutgoingMessage {
         routing_key: e.event_type.clone(),
         message_id: e.id.clone(),
@@ -438,30 +496,48 @@ async fn send(backends: &Backends, e: &CloudEvent) {
         headers: Default::default(),
         body: e.to_json(),
     };
-    if let Err(err) = backends.bus.publish(&backends.topology.exchange, &message).await {
+    backends.bus.publish(&backends.topology.exchange, &message).await.map_err(|err| {
         tracing::warn!(error = %err, event = %e.id, "settlement event not published");
-    }
+        PipelineError::Unavailable(format!("event bus: {err}"))
+    })
 }
 
 /// One `settlement.mismatch` per row that did not match, with ids derived from the file
-/// and line: a rerun publishes the same ids, so consumers can drop repeats. Failures are
-/// logged; the results in MongoDB hold every outcome either way.
-async fn publish_mismatches(backends: &Backends, ledger_id: &str, mismatches: &[(u64, SettlementRow, Outcome)]) {
-    for (line, row, outcome) in mismatches {
-        let mut e = CloudEvent::new(
-            "settlement.mismatch",
-            "/settle/csv-ingest",
-            json!({"line": line, "outcome": outcome, "row": row}),
-        );
-        e.id = event_id(&[ledger_id, &line.to_string()]);
-        e.subject = Some(row.payment_id.clone());
-        e.merchantid = Some(row.merchant_id.clone());
-        send(backends, &e).await;
-    }
+/// and line: a rerun publishes the same ids, so consumers can drop repeats. Up to
+/// [`PUBLISH_CONCURRENCY`] wait for their confirms at once.
+async fn publish_mismatches(
+    backends: &Backends,
+    ledger_id: &str,
+    mismatches: &[(u64, SettlementRow, Outcome)],
+) -> Result<(), PipelineError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    // Futures collected first: a stream over a borrowing closure trips the compiler's
+    // higher-ranked `Send` inference when the ingest runs in a spawned task.
+    let sends: Vec<_> = mismatches
+        .iter()
+        .map(|(line, row, outcome)| {
+            let mut e = CloudEvent::new(
+                "settlement.mismatch",
+                "/settle/csv-ingest",
+                json!({"line": line, "outcome": outcome, "row": row}),
+            );
+            e.id = event_id(&[ledger_id, &line.to_string()]);
+            e.subject = Some(row.payment_id().to_string());
+            e.merchantid = Some(row.merchant_id().to_string());
+            send(backends, e)
+        })
+        .collect();
+    stream::iter(sends).buffer_unordered(PUBLISH_CONCURRENCY).try_collect().await
 }
 
 /// `settlement.ingested`, once the whole file is through.
-async fn publish_ingested(backends: &Backends, ledger_id: &str, bucket: &str, key: &str, summary: &IngestSummary) {
+async fn publish_ingested(
+    backends: &Backends,
+    ledger_id: &str,
+    bucket: &str,
+    key: &str,
+    summary: &IngestSummary,
+) -> Result<(), PipelineError> {
     let mut e = CloudEvent::new(
         "settlement.ingested",
         "/settle/csv-ingest",
@@ -469,5 +545,5 @@ async fn publish_ingested(backends: &Backends, ledger_id: &str, bucket: &str, ke
     );
     e.id = event_id(&[ledger_id, "ingested"]);
     e.subject = Some(key.to_string());
-    send(backends, &e).await;
+    send(backends, e).await
 }

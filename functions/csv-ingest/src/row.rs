@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use csv::ByteRecord;
 use serde::Serialize;
-use settle_shared::domain::money::{parse_decimal_minor_units, Currency, MoneyError};
+use settle_shared::domain::money::{parse_decimal_ascii, Currency, MoneyError};
 
 /// The columns, in order. A file whose header differs is rejected whole.
 pub const HEADER: [&str; 10] = [
@@ -31,12 +31,12 @@ pub enum RowType {
 }
 
 impl RowType {
-    fn parse(text: &str) -> Option<RowType> {
+    fn parse(text: &[u8]) -> Option<RowType> {
         match text {
-            "charge" => Some(RowType::Charge),
-            "refund" => Some(RowType::Refund),
-            "fee" => Some(RowType::Fee),
-            "chargeback" => Some(RowType::Chargeback),
+            b"charge" => Some(RowType::Charge),
+            b"refund" => Some(RowType::Refund),
+            b"fee" => Some(RowType::Fee),
+            b"chargeback" => Some(RowType::Chargeback),
             _ => None,
         }
     }
@@ -51,20 +51,69 @@ impl RowType {
     }
 }
 
-/// A valid row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A valid row. The four text fields share one allocation: a file has millions of rows
+/// and per-row allocations were a large share of parse time.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettlementRow {
-    pub settlement_id: String,
-    pub payment_id: String,
-    pub gateway_reference: String,
-    pub merchant_id: String,
+    /// settlement_id, payment_id, gateway_reference and merchant_id, back to back.
+    text: String,
+    /// Where each of the four text fields ends in `text`.
+    ends: [u32; 4],
     pub row_type: RowType,
     /// Minor units; signed (a refund or chargeback may be written negative).
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub fee: i64,
     pub net: i64,
-    pub settled_at: DateTime<Utc>,
+    /// `settled_at` as Unix time: building a `DateTime` per row cost more than parsing it.
+    settled_at_secs: i64,
+    settled_at_nanos: u32,
+}
+
+impl SettlementRow {
+    fn text_field(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    pub fn settlement_id(&self) -> &str {
+        self.text_field(0)
+    }
+
+    pub fn payment_id(&self) -> &str {
+        self.text_field(1)
+    }
+
+    pub fn gateway_reference(&self) -> &str {
+        self.text_field(2)
+    }
+
+    pub fn merchant_id(&self) -> &str {
+        self.text_field(3)
+    }
+
+    pub fn settled_at(&self) -> DateTime<Utc> {
+        // In range by construction: the parts came from a valid calendar date.
+        DateTime::from_timestamp(self.settled_at_secs, self.settled_at_nanos).unwrap_or_default()
+    }
+}
+
+impl Serialize for SettlementRow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("SettlementRow", 10)?;
+        s.serialize_field("settlement_id", self.settlement_id())?;
+        s.serialize_field("payment_id", self.payment_id())?;
+        s.serialize_field("gateway_reference", self.gateway_reference())?;
+        s.serialize_field("merchant_id", self.merchant_id())?;
+        s.serialize_field("type", &self.row_type)?;
+        s.serialize_field("amount", &self.amount)?;
+        s.serialize_field("currency", &self.currency)?;
+        s.serialize_field("fee", &self.fee)?;
+        s.serialize_field("net", &self.net)?;
+        s.serialize_field("settled_at", &self.settled_at().to_rfc3339())?;
+        s.end()
+    }
 }
 
 /// Where a rejected row was, and why.
@@ -101,62 +150,155 @@ pub const MAX_FIELD: usize = 256;
 
 /// Parses and validates one record.
 pub fn parse_row(record: &ByteRecord, record_number: u64) -> Result<SettlementRow, Reject> {
-    let line = record.position().map_or(0, |p| p.line());
-    let reject = |column: Option<usize>, reason: String| Reject { record: record_number, line, column, reason };
+    let reject = |column: Option<usize>, reason: String| Reject {
+        record: record_number,
+        line: record.position().map_or(0, |p| p.line()),
+        column,
+        reason,
+    };
     if record.len() != HEADER.len() {
         return Err(reject(None, format!("expected {} columns, found {}", HEADER.len(), record.len())));
     }
-    let mut fields: Vec<&str> = Vec::with_capacity(HEADER.len());
-    for (i, raw) in record.iter().enumerate() {
+    let mut fields: [&[u8]; HEADER.len()] = [b""; HEADER.len()];
+    for (i, (field, raw)) in fields.iter_mut().zip(record.iter()).enumerate() {
         if raw.len() > MAX_FIELD {
             return Err(reject(Some(i + 1), format!("{}: longer than {MAX_FIELD} bytes", HEADER[i])));
         }
-        let text =
-            std::str::from_utf8(raw).map_err(|_| reject(Some(i + 1), format!("{}: invalid UTF-8", HEADER[i])))?;
-        fields.push(text.trim());
+        *field = raw.trim_ascii();
     }
-    let text_field = |i: usize| -> Result<String, Reject> {
-        if fields[i].is_empty() {
-            Err(reject(Some(i + 1), format!("{}: empty", HEADER[i])))
-        } else {
-            Ok(fields[i].to_string())
+    // The typed fields are parsed from bytes by ASCII grammars, so only the four text
+    // fields need a UTF-8 check; a typed field that fails is told apart on this rare path.
+    let invalid = |i: usize, why: &str| {
+        let why = if std::str::from_utf8(fields[i]).is_err() { "invalid UTF-8" } else { why };
+        reject(Some(i + 1), format!("{}: {why}", HEADER[i]))
+    };
+    let row_type = RowType::parse(fields[4]).ok_or_else(|| invalid(4, "expected charge, refund, fee or chargeback"))?;
+    let currency = Currency::from_ascii(fields[6]).map_err(|_| invalid(6, "unknown currency"))?;
+    let money = |i: usize| parse_decimal_ascii(fields[i], currency);
+    let (amount, fee, net) = match (money(5), money(7), money(8)) {
+        (Ok(amount), Ok(fee), Ok(net)) => (amount, fee, net),
+        (amount, fee, net) => {
+            // The first bad one, in column order; kept off the hot path.
+            let (i, e) = [(5, amount), (7, fee), (8, net)]
+                .into_iter()
+                .find_map(|(i, r)| r.err().map(|e| (i, e)))
+                .unwrap_or((5, MoneyError::NotDecimal));
+            return Err(match e {
+                MoneyError::TooPrecise { exponent } => {
+                    invalid(i, &format!("more than {exponent} decimal places for {}", currency.code()))
+                }
+                MoneyError::OutOfRange { .. } => invalid(i, "out of range"),
+                _ => invalid(i, "bad number"),
+            });
         }
     };
-    let row_type = RowType::parse(fields[4])
-        .ok_or_else(|| reject(Some(5), "type: expected charge, refund, fee or chargeback".to_string()))?;
-    let currency: Currency =
-        fields[6].parse().map_err(|_| reject(Some(7), "currency: unknown currency".to_string()))?;
-    let money = |i: usize| -> Result<i64, Reject> {
-        parse_decimal_minor_units(fields[i], currency).map_err(|e| {
-            let why = match e {
-                MoneyError::TooPrecise { exponent } => {
-                    format!("more than {exponent} decimal places for {}", currency.code())
-                }
-                MoneyError::OutOfRange { .. } => "out of range".to_string(),
-                _ => "bad number".to_string(),
-            };
-            reject(Some(i + 1), format!("{}: {why}", HEADER[i]))
-        })
-    };
-    let (amount, fee, net) = (money(5)?, money(7)?, money(8)?);
     if amount.checked_sub(fee) != Some(net) {
         return Err(reject(Some(9), "net: does not equal amount - fee".to_string()));
     }
-    let settled_at = DateTime::parse_from_rfc3339(fields[9])
-        .map_err(|_| reject(Some(10), "settled_at: bad date (expected RFC 3339)".to_string()))?
-        .with_timezone(&Utc);
-    Ok(SettlementRow {
-        settlement_id: text_field(0)?,
-        payment_id: text_field(1)?,
-        gateway_reference: text_field(2)?,
-        merchant_id: text_field(3)?,
-        row_type,
-        amount,
-        currency: currency.code().to_string(),
-        fee,
-        net,
-        settled_at,
-    })
+    let (settled_at_secs, settled_at_nanos) =
+        parse_rfc3339_parts(fields[9]).ok_or_else(|| invalid(9, "bad date (expected RFC 3339)"))?;
+    // Fields are at most MAX_FIELD bytes, so four of them fit a u32.
+    let mut ends = [0u32; 4];
+    let mut length = 0;
+    for (i, field) in fields[..4].iter().enumerate() {
+        if field.is_empty() {
+            return Err(reject(Some(i + 1), format!("{}: empty", HEADER[i])));
+        }
+        length += field.len();
+        ends[i] = length as u32;
+    }
+    // Usually nothing was trimmed and the four fields lie back to back in the record: one
+    // copy. Otherwise, field by field.
+    let raw = &record.as_slice()[..length.min(record.as_slice().len())];
+    let untrimmed = (0..4).all(|i| record.range(i).is_some_and(|r| r.end == ends[i] as usize));
+    let text = if untrimmed { raw.to_vec() } else { fields[..4].iter().flat_map(|f| f.iter().copied()).collect() };
+    // One UTF-8 check for the four; only a failure looks for the field at fault. Each field
+    // must be valid alone, so the cuts must fall on character boundaries too.
+    let text = match String::from_utf8(text) {
+        Ok(text) if ends[..3].iter().all(|&end| text.is_char_boundary(end as usize)) => text,
+        _ => {
+            let at = (0..4).find(|&i| std::str::from_utf8(fields[i]).is_err()).unwrap_or(0);
+            return Err(invalid(at, "invalid UTF-8"));
+        }
+    };
+    Ok(SettlementRow { text, ends, row_type, amount, currency, fee, net, settled_at_secs, settled_at_nanos })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+#[inline(always)]
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// RFC 3339 date-time (`2026-11-27T06:00:00Z`, `…T06:00:00.250+01:00`; `t`, `z` and a
+/// space separator allowed, as RFC 3339 §5.6 notes). Hand-written because chrono's
+/// general parser was the largest cost per row; the tests hold it to chrono's answers.
+pub fn parse_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = parse_rfc3339_parts(text.as_bytes())?;
+    DateTime::from_timestamp(secs, nanos)
+}
+
+/// [`parse_rfc3339`] as Unix seconds and nanoseconds, from raw bytes.
+#[inline(always)]
+fn parse_rfc3339_parts(b: &[u8]) -> Option<(i64, u32)> {
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |acc, d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut pos = 19;
+    let mut nanos = 0u32;
+    if b[pos] == b'.' {
+        let digits = b[pos + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        // Digits past nanoseconds are dropped, as chrono does.
+        let kept = digits.min(9);
+        nanos = num(pos + 1..pos + 1 + kept)? * 10u32.pow(9 - kept as u32);
+        pos += 1 + digits;
+    }
+    let offset_secs: i64 = match b.get(pos..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(pos + 1..pos + 3)?, num(pos + 4..pos + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day == 0 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    // A leap second (:60) is kept as chrono keeps it: :59 plus a second of nanoseconds.
+    let (second, nanos) = if second == 60 { (59, nanos + 1_000_000_000) } else { (second, nanos) };
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
+    Some((seconds, nanos))
 }
 
 #[cfg(test)]
@@ -189,8 +331,12 @@ mod tests {
         let first = rows[0].1.clone().unwrap();
         assert_eq!((first.amount, first.fee, first.net), (2000, 59, 1941));
         let second = rows[1].1.clone().unwrap();
-        assert_eq!((second.row_type, second.amount, second.currency.as_str()), (RowType::Refund, -5, "JPY"));
-        assert_eq!(second.settled_at.to_rfc3339(), "2026-11-27T05:00:00+00:00");
+        assert_eq!((second.row_type, second.amount, second.currency.code()), (RowType::Refund, -5, "JPY"));
+        assert_eq!(
+            (first.settlement_id(), first.payment_id(), first.gateway_reference(), first.merchant_id()),
+            ("s1", "pay_1", "gw-1", "m_1")
+        );
+        assert_eq!(second.settled_at().to_rfc3339(), "2026-11-27T05:00:00+00:00");
     }
 
     #[test]
@@ -224,8 +370,64 @@ mod tests {
         assert!(rejects[3].reason.contains("decimal places"));
         let mut invalid = HEAD.as_bytes().to_vec();
         invalid.extend_from_slice(b"s1,pay_\xff,gw,m_1,charge,1,USD,0,1,2026-11-27T06:00:00Z\n");
-        let r = records(&invalid).remove(0).1.unwrap_err();
-        assert_eq!((r.column, r.reason.as_str()), (Some(2), "payment_id: invalid UTF-8"));
+        // "é" is C3 A9: cut across two fields, each half is invalid though the bytes join up.
+        invalid.extend_from_slice(b"s1,pay_\xc3,\xa9gw,m_1,charge,1,USD,0,1,2026-11-27T06:00:00Z\n");
+        invalid.extend_from_slice(b"s1,pay_1,gw,m_1,charge,1\xc3\xa9,USD,0,1,2026-11-27T06:00:00Z\n");
+        invalid.extend_from_slice(b"s1,pay_1,gw,m_1,charge,1\xff,USD,0,1,2026-11-27T06:00:00Z\n");
+        invalid.extend_from_slice("s1,pay_é,gw,m_1,charge,1,USD,0,1,2026-11-27T06:00:00Z\n".as_bytes());
+        let results: Vec<_> = records(&invalid).into_iter().map(|(_, r)| r).collect();
+        let reasons: Vec<_> =
+            results[..4].iter().map(|r| r.clone().unwrap_err()).map(|r| (r.column, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                (Some(2), "payment_id: invalid UTF-8".to_string()),
+                (Some(2), "payment_id: invalid UTF-8".to_string()),
+                (Some(6), "amount: bad number".to_string()),
+                (Some(6), "amount: invalid UTF-8".to_string()),
+            ]
+        );
+        assert_eq!(results[4].clone().unwrap().payment_id(), "pay_é");
+    }
+
+    #[test]
+    fn dates_parse_as_chrono_does() {
+        let cases = [
+            "2026-11-27T06:00:00Z",
+            "2026-11-27t06:00:00z",
+            "2026-11-27 06:00:00Z",
+            "2026-11-27T06:00:00.5Z",
+            "2026-11-27T06:00:00.123456789+05:30",
+            "2026-11-27T06:00:00-08:00",
+            "2024-02-29T23:59:59+00:00",
+            "2026-01-01T00:00:00+23:59",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-27T24:00:00Z",
+            "2026-11-27T06:00:00",
+            "2026-11-27T06:00:00.Z",
+            "2026-11-27T06:00:00.1234567891Z",
+            "2026-11-27T06:00:00+0100",
+            "2026-11-27T06:00:00+24:00",
+            "2026-11-27T06:00:00Z ",
+            "2026-11-2706:00:00Z",
+            "+026-11-27T06:00:00Z",
+            "2026-11-27T06:0:00Z",
+            "2026-11-27T23:59:60Z",
+            "2000-02-29T12:00:00Z",
+            "1900-02-29T12:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "0000-03-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-23:59",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "",
+        ];
+        for case in cases {
+            let ours = parse_rfc3339(case);
+            let chrono = DateTime::parse_from_rfc3339(case).ok().map(|d| d.with_timezone(&Utc));
+            assert_eq!(ours, chrono, "{case:?}");
+        }
     }
 
     #[test]

@@ -90,8 +90,11 @@ impl AppState {
     }
 
     /// Declares the indexes every query needs (idempotent; run at cold start).
-    pub async fn prepare(&self) -> Result<(), settle_shared::ports::documents::StoreError> {
-        self.backends.documents.ensure_indexes(&store::indexes()).await
+    /// Cold-start set-up, idempotent: the indexes every query needs and the exchange
+    /// events go to (Amazon MQ starts empty; until it is declared, events wait in the outbox).
+    pub async fn prepare(&self) -> Result<(), String> {
+        self.backends.documents.ensure_indexes(&store::indexes()).await.map_err(|e| e.to_string())?;
+        self.backends.bus.declare(&self.backends.topology).await.map_err(|e| e.to_string())
     }
 }
 

@@ -10,8 +10,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let backends = settle_shared::Backends::connect(&config).await?;
     let state = AppState::new(config, backends)?;
     if let Err(e) = state.prepare().await {
-        // Requests will answer 503 until MongoDB is back; the next cold start retries.
-        tracing::warn!(error = %e, "indexes not declared at cold start");
+        // Requests answer 503 until MongoDB is back, events wait in the outbox; the next cold start retries.
+        tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
     }
     lambda_http::run(router(state)).await
 }

@@ -51,22 +51,69 @@ async fn real_backends(bucket: &str) -> Backends {
     backends
 }
 
+/// The payment samples in the order a client would send them: each later one names what
+/// an earlier one created. Every file in `events/payment` must be listed here.
+const PAYMENT_SEQUENCE: &[&str] = &[
+    "apigw-v2-get-healthz.json",
+    "apigw-v2-create-token.json",
+    "apigw-v2-create-payment.json",
+    "apigw-v2-get-payment.json",
+    "apigw-v2-refund-payment.json",
+    "apigw-v2-bad-request.json",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_samples_run_through_the_router_as_lambda_http_would() {
     let backends = real_backends("settle-settlements").await;
     let mut config = config(Backend::Real, &[]);
     settle_local::dev_keys::apply(&mut config);
+    let token = settle_local::dev_keys::mint(&config, "m_123", Some("m_123"), &["merchant".into()], 600).unwrap();
     let app = settle_payment::router(settle_payment::AppState::new(config, backends).unwrap());
-    for (path, text) in samples("payment") {
-        let request: ApiGatewayV2httpRequest = parse_round_trip(&path, &text);
+    let files = samples("payment");
+    let names: Vec<String> = files.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let mut listed: Vec<&str> = PAYMENT_SEQUENCE.to_vec();
+    listed.sort_unstable();
+    assert_eq!(names, listed, "every payment sample runs, in a stated order");
+
+    let (mut card, mut payment) = (String::new(), String::new());
+    for name in PAYMENT_SEQUENCE {
+        let (path, text) = files.iter().find(|(p, _)| p.ends_with(name)).unwrap();
+        let values =
+            [("SETTLE_TOKEN", token.as_str()), ("CARD_TOKEN", card.as_str()), ("PAYMENT_ID", payment.as_str())];
+        let text = settle_local::sample_events::fill(text, &values).unwrap();
+        let request: ApiGatewayV2httpRequest = parse_round_trip(path, &text);
         let expected_path = request.raw_path.clone().unwrap_or_default();
         let http_request: http::Request<lambda_http::Body> =
             lambda_http::request::LambdaRequest::ApiGatewayV2(request).into();
         assert_eq!(http_request.uri().path(), expected_path);
         let response = app.clone().oneshot(http_request).await.unwrap();
         let status = response.status();
+        let content_type = response.headers().get("content-type").cloned();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(status.is_success(), "{}: {status} {}", path.display(), String::from_utf8_lossy(&body));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let shown = format!("{}: {status} {}", path.display(), String::from_utf8_lossy(&body));
+        match *name {
+            "apigw-v2-bad-request.json" => {
+                assert!(matches!(status.as_u16(), 400 | 422), "{shown}");
+                assert_eq!(content_type.unwrap(), "application/problem+json", "{shown}");
+                assert_eq!(json["field"], "amount", "{shown}");
+            }
+            "apigw-v2-create-token.json" => {
+                assert_eq!(status, 201, "{shown}");
+                card = json["id"].as_str().unwrap().to_string();
+            }
+            "apigw-v2-create-payment.json" => {
+                assert_eq!((status.as_u16(), json["status"].as_str()), (201, Some("succeeded")), "{shown}");
+                payment = json["id"].as_str().unwrap().to_string();
+            }
+            "apigw-v2-refund-payment.json" => {
+                assert_eq!((status.as_u16(), json["amount"].as_i64()), (201, Some(500)), "{shown}");
+            }
+            "apigw-v2-get-payment.json" => {
+                assert_eq!((status.as_u16(), json["id"].as_str()), (200, Some(payment.as_str())), "{shown}");
+            }
+            _ => assert!(status.is_success(), "{shown}"),
+        }
     }
 }
 

@@ -95,15 +95,22 @@ async fn a_payment_reaches_the_merchant_signed_after_a_recover() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(receiver.seen.lock().unwrap().len(), 2, "first attempt and one retry");
-    let attempts: Value = http
-        .get(format!("{base}/v1/webhook_endpoints/{}/attempts", endpoint["id"].as_str().unwrap()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The receiver answers before the notifier records the attempt: wait for the record.
+    let attempts = loop {
+        let attempts: Value = http
+            .get(format!("{base}/v1/webhook_endpoints/{}/attempts", endpoint["id"].as_str().unwrap()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if attempts["data"].as_array().unwrap().len() >= 2 || Instant::now() > deadline {
+            break attempts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(attempts["data"].as_array().unwrap().len(), 2);
     assert_eq!(attempts["data"][0]["status_code"], 503);
 

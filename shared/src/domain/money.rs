@@ -91,17 +91,44 @@ impl Currency {
 impl FromStr for Currency {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let upper = s.to_ascii_uppercase();
-        CURRENCIES
-            .iter()
-            .find(|(code, _)| *code == upper)
-            .map(|(code, exponent)| {
-                let b = code.as_bytes();
-                Currency { code: [b[0], b[1], b[2]], exponent: *exponent }
-            })
-            .ok_or(MoneyError::UnknownCurrency)
+        Currency::from_ascii(s.as_bytes())
     }
 }
+
+impl Currency {
+    /// Case-insensitive, without allocating, over packed codes: settlement files parse
+    /// this once a row, from raw bytes.
+    #[inline]
+    pub fn from_ascii(code: &[u8]) -> Result<Currency, MoneyError> {
+        let &[a, b, c] = code else { return Err(MoneyError::UnknownCurrency) };
+        let letter = |b: u8| {
+            let upper = b.to_ascii_uppercase();
+            upper.is_ascii_uppercase().then(|| usize::from(upper - b'A'))
+        };
+        let (Some(a), Some(b), Some(c)) = (letter(a), letter(b), letter(c)) else {
+            return Err(MoneyError::UnknownCurrency);
+        };
+        let slot = CODE_INDEX[(a * 26 + b) * 26 + c];
+        let index = usize::from(slot).checked_sub(1).ok_or(MoneyError::UnknownCurrency)?;
+        let (code, exponent) = CURRENCIES[index];
+        let b = code.as_bytes();
+        Ok(Currency { code: [b[0], b[1], b[2]], exponent })
+    }
+}
+
+/// Every three-letter code A..Z to 1 + its index in `CURRENCIES` (0: not accepted),
+/// built at compile time: one load per lookup, 17.5 KB.
+static CODE_INDEX: [u8; 26 * 26 * 26] = {
+    let mut table = [0u8; 26 * 26 * 26];
+    let mut i = 0;
+    while i < CURRENCIES.len() {
+        let b = CURRENCIES[i].0.as_bytes();
+        let slot = ((b[0] - b'A') as usize * 26 + (b[1] - b'A') as usize) * 26 + (b[2] - b'A') as usize;
+        table[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    table
+};
 
 impl TryFrom<String> for Currency {
     type Error = MoneyError;
@@ -161,36 +188,57 @@ impl From<Amount> for i64 {
 /// Parses a decimal string ("12.34", "-0.5", "100") into signed minor units of `currency`,
 /// exactly: digits are shifted by the exponent, never passed through a float.
 pub fn parse_decimal_minor_units(text: &str, currency: Currency) -> Result<i64, MoneyError> {
-    let text = text.trim();
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    parse_decimal_ascii(text.as_bytes(), currency)
+}
+
+/// [`parse_decimal_minor_units`] over raw bytes (a CSV field before any UTF-8 check: the
+/// grammar is ASCII, so any other byte is simply not a decimal).
+#[inline]
+pub fn parse_decimal_ascii(text: &[u8], currency: Currency) -> Result<i64, MoneyError> {
+    // One pass over the bytes: settlement files call this three times a row. Errors keep
+    // their precedence: not a decimal, then too precise, then out of range.
+    let text = text.trim_ascii();
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
     };
-    let (whole, fraction) = match digits.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (digits, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() && fraction.is_empty()
-        || !all_digits(whole)
-        || !all_digits(fraction)
-        || (digits.contains('.') && fraction.is_empty())
-    {
+    let (mut whole_digits, mut fraction_digits, mut dot) = (0usize, 0usize, false);
+    // At most 19 significant digits are accumulated, which a u64 holds; more can only be
+    // out of range, and that verdict waits until the grammar is checked.
+    let mut value: u64 = 0;
+    let mut significant = 0usize;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                if dot {
+                    fraction_digits += 1;
+                } else {
+                    whole_digits += 1;
+                }
+                if value > 0 || b != b'0' {
+                    significant += 1;
+                }
+                if significant <= 19 {
+                    value = value * 10 + u64::from(b - b'0');
+                }
+            }
+            b'.' if !dot => dot = true,
+            _ => return Err(MoneyError::NotDecimal),
+        }
+    }
+    if whole_digits + fraction_digits == 0 || (dot && fraction_digits == 0) {
         return Err(MoneyError::NotDecimal);
     }
     let exponent = currency.exponent();
-    if fraction.len() > usize::from(exponent) {
+    if fraction_digits > usize::from(exponent) {
         return Err(MoneyError::TooPrecise { exponent });
     }
-    let mut value: i64 = 0;
-    let padded = fraction.bytes().chain(std::iter::repeat(b'0')).take(usize::from(exponent));
-    for b in whole.bytes().chain(padded) {
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(b - b'0')))
-            .filter(|v| *v <= Amount::MAX)
-            .ok_or(MoneyError::OutOfRange { max: Amount::MAX })?;
-    }
+    let scaled = value.checked_mul(10u64.pow(u32::from(exponent) - fraction_digits as u32));
+    let value = match scaled.map(i64::try_from) {
+        Some(Ok(v)) if significant <= 19 && v <= Amount::MAX => v,
+        _ => return Err(MoneyError::OutOfRange { max: Amount::MAX }),
+    };
     Ok(if negative { -value } else { value })
 }
 
@@ -200,6 +248,18 @@ mod tests {
 
     fn c(code: &str) -> Currency {
         code.parse().unwrap()
+    }
+
+    #[test]
+    fn every_listed_currency_is_found_in_any_case() {
+        assert_eq!(CODE_INDEX.iter().filter(|slot| **slot != 0).count(), CURRENCIES.len());
+        for code in supported_currencies() {
+            assert_eq!(c(code).code(), code);
+            assert_eq!(c(&code.to_ascii_lowercase()).code(), code);
+        }
+        for bad in ["US", "USDX", "U$D", "usd\u{0}", "ÜSD", "ZZZ", "AAA"] {
+            assert!(bad.parse::<Currency>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -45,8 +45,25 @@ async fn overwrites_change_the_etag_and_missing_objects_are_none(store: ObjectSt
     store.ping().await.unwrap();
 }
 
+async fn files_upload_from_disk(store: ObjectStore) {
+    let body: Vec<u8> = (0..200_000).map(|i| (i % 7) as u8 + b'a').collect();
+    let path = std::env::temp_dir().join(format!("settle-put-file-{}.csv", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, &body).unwrap();
+    let put = store.put_file("settlements/rejects/f.csv", &path, "text/csv").await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(put.size, body.len() as u64);
+    let (meta, read) = read_all(&store, "settlements/rejects/f.csv").await.unwrap();
+    assert_eq!((meta, read), (put, body));
+    let missing = store.put_file("x.csv", std::path::Path::new("/nonexistent/settle.csv"), "text/csv").await;
+    assert!(matches!(missing, Err(ObjectError::Other(_))));
+}
+
 crate::contract_tests!(
     memory: memory_objects,
     real: s3_objects,
-    contracts: [objects_stream_back_what_was_put, overwrites_change_the_etag_and_missing_objects_are_none]
+    contracts: [
+        objects_stream_back_what_was_put,
+        overwrites_change_the_etag_and_missing_objects_are_none,
+        files_upload_from_disk
+    ]
 );

@@ -41,8 +41,18 @@ async fn json_secrets_are_read_and_faults_named(f: Fixture) {
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
 }
 
+async fn several_secrets_merge_later_ones_winning(f: Fixture) {
+    let (good, absent) = (format!("{}/good", f.prefix), format!("{}/absent", f.prefix));
+    let ttl = std::time::Duration::from_secs(60);
+    let merged = settle_shared::config::fetch_merged_secrets(&f.source, &[&good, &good], ttl).await.unwrap();
+    assert_eq!(merged.len(), 2);
+    let err = settle_shared::config::fetch_merged_secrets(&f.source, &[&good, &absent], ttl).await.unwrap_err();
+    assert!(err.to_string().contains(&absent), "{err}");
+    assert!(!err.to_string().contains("amqps://u:p"), "{err}");
+}
+
 crate::contract_tests!(
     memory: memory_secrets,
     real: secretsmanager_secrets,
-    contracts: [json_secrets_are_read_and_faults_named]
+    contracts: [json_secrets_are_read_and_faults_named, several_secrets_merge_later_ones_winning]
 );

@@ -198,3 +198,31 @@ async fn malformed_files_never_panic_and_report_every_bad_row() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_broker_refused_fail_the_run_and_the_retry_publishes_them() {
+    let mut b = backends().await;
+    seed_payment(&b, "pay_a", "USD", 2000, 500).await;
+    // An exchange nobody declared: the broker refuses every publish to it.
+    let declared = b.topology.clone();
+    b.topology = settle_shared::ports::events::Topology::new(&unique("it.undeclared"), &declared.queue);
+    let key = "settlements/incoming/broker down.csv";
+    b.objects.put(key, file().into_bytes(), "text/csv").await.unwrap();
+    let failed = Ingestor::new(b.clone()).handle_s3_event(s3_event(b.objects.bucket(), key)).await;
+    assert!(failed.is_err(), "a run whose events were not published must fail, so that Lambda retries it");
+    let ledger = b.documents.find(LEDGER, &Query::new().filter(Cond::eq("key", key))).await.unwrap();
+    assert_eq!(ledger[0]["status"], "running", "the ledger must not record a run that lost events");
+
+    // The retry, with the broker taking events again, publishes what the first run could not.
+    b.topology = declared;
+    let mut events = b.bus.subscribe(&b.topology.queue, 100).await.unwrap();
+    let summary = ingest(&b, key).await;
+    assert_eq!((summary.status.as_str(), summary.rows), ("ingested", 7));
+    let mut count = 0;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(3), events.next()).await {
+        count += 1;
+        d.ack().await.unwrap();
+    }
+    let mismatches = summary.outcomes.iter().filter(|(k, _)| *k != "matched").map(|(_, v)| v).sum::<u64>();
+    assert_eq!(count, mismatches + 1, "every mismatch and settlement.ingested");
+}

@@ -52,6 +52,22 @@ impl ObjectStore {
         }
     }
 
+    /// Uploads a local file, streamed from disk rather than read into memory.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<ObjectMeta, ObjectError> {
+        match self {
+            ObjectStore::Memory(m) => {
+                let body = tokio::fs::read(path).await.map_err(|e| ObjectError::Other(e.to_string()))?;
+                Ok(m.put(key, body))
+            }
+            ObjectStore::S3(s) => s.put_file(key, path, content_type).await,
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<ObjectReader>, ObjectError> {
         match self {
             ObjectStore::Memory(m) => Ok(m.get(key)),

@@ -81,6 +81,33 @@ impl S3Objects {
         Ok(ObjectMeta { size, etag: clean_etag(out.e_tag()) })
     }
 
+    pub(super) async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let body = ByteStream::from_path(path).await.map_err(|e| ObjectError::Other(e.to_string()))?;
+        let size = body.size_hint().0;
+        // The client's attempt timeout is sized for small requests; an upload's attempt
+        // carries its whole body, so it gets time in proportion (at 1 MiB/s at worst).
+        let attempt = std::time::Duration::from_secs(30 + size / (1 << 20));
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder().operation_attempt_timeout(attempt).build();
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(ObjectMeta { size, etag: clean_etag(out.e_tag()) })
+    }
+
     pub(super) async fn get(&self, key: &str) -> Result<Option<ObjectReader>, ObjectError> {
         match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => {
