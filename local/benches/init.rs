@@ -1,0 +1,137 @@
+//! Cold-start cost of each function next to a hello-world `lambda_runtime` binary built
+//! with the same profile: the time from spawning the bootstrap binary to its first call
+//! to the Runtime API's `/next` (init done, ready for an event), and its peak RSS at that
+//! moment. A minimal Runtime API emulator in this process answers the binaries; the
+//! functions run against the real local services with the development keys, as under
+//! `cargo lambda watch`.
+//!
+//! Run (release binaries for this machine; the arm64 ones cannot run here):
+//! `cargo build --release --locked -p settle-payment -p settle-notify -p settle-csv-ingest`
+//! `cargo build --release --locked -p settle-local --example hello_lambda`
+//! `bash scripts/services && cargo bench -p settle-local --bench init`
+//! Asserts that every run reached `/next`, so a binary that failed to start cannot post a
+//! fast number.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const RUNS: usize = 15;
+const GOAL_RATIO: f64 = 1.5;
+
+fn release_binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("release").join(name);
+    assert!(path.exists(), "{} is missing: build it first (see this file's header)", path.display());
+    path
+}
+
+/// Reads `/proc/<pid>/status` field `name` in MiB.
+fn status_mib(pid: u32, name: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Spawns `binary` against a fresh Runtime API listener and waits for its first `/next`.
+async fn one_cold_start(binary: &PathBuf, env: &[(String, String)]) -> (Duration, f64) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap().to_string();
+    let start = Instant::now();
+    let mut child: Child = Command::new(binary)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "init-bench")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = async {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            if head.starts_with("GET /2018-06-01/runtime/invocation/next") {
+                return socket; // held open: the binary stays waiting for an event
+            }
+            // Anything else (an init error report) is acknowledged, and counts as failure.
+            let _ = socket.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
+            panic!("{} reported instead of polling: {head}", binary.display());
+        }
+    };
+    let socket = match tokio::time::timeout(Duration::from_secs(20), wait).await {
+        Ok(socket) => socket,
+        Err(_) => {
+            child.kill().ok();
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).ok();
+            panic!("{} never polled /next within 20 s: {err}", binary.display());
+        }
+    };
+    let elapsed = start.elapsed();
+    let rss = status_mib(child.id(), "VmHWM:");
+    child.kill().ok();
+    child.wait().ok();
+    drop(socket);
+    (elapsed, rss)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let env: Vec<(String, String)> = settle_local::sample_events::local_lambda_env()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').replace("\\n", "\n")))
+        .collect();
+    let binaries = [
+        ("hello world", "examples/hello_lambda"),
+        ("payment", "payment"),
+        ("notify", "notify"),
+        ("csv-ingest", "csv-ingest"),
+    ];
+    println!("\n{:<14} {:>12} {:>12} {:>10} {:>12}", "binary", "init p50", "init min", "vs hello", "peak RSS");
+    let mut hello = 0.0;
+    let mut verdicts = Vec::new();
+    for (label, name) in binaries {
+        let path = release_binary(name);
+        let mut times = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..RUNS {
+            let (t, r) = one_cold_start(&path, &env).await;
+            times.push(t.as_secs_f64() * 1000.0);
+            rss.push(r);
+        }
+        let p50 = median(times.clone());
+        let min = times.iter().copied().fold(f64::MAX, f64::min);
+        if label == "hello world" {
+            hello = p50;
+        }
+        let ratio = p50 / hello;
+        println!("{label:<14} {p50:>9.2} ms {min:>9.2} ms {ratio:>9.2}x {:>8.1} MiB", median(rss));
+        if label != "hello world" {
+            verdicts.push((label, ratio));
+        }
+    }
+    for (label, ratio) in verdicts {
+        let verdict = if ratio <= GOAL_RATIO { "met" } else { "MISSED" };
+        println!("{label}: init {ratio:.2}x hello world (goal <= {GOAL_RATIO}x): {verdict}");
+    }
+}
