@@ -59,18 +59,16 @@ async fn one_cold_start(binary: &PathBuf, env: &[(String, String)]) -> (Duration
         .spawn()
         .unwrap();
     let wait = async {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]).to_string();
-            if head.starts_with("GET /2018-06-01/runtime/invocation/next") {
-                return socket; // held open: the binary stays waiting for an event
-            }
-            // Anything else (an init error report) is acknowledged, and counts as failure.
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !head.starts_with("GET /2018-06-01/runtime/invocation/next") {
+            // An init error report instead of a poll: the binary failed to start.
             let _ = socket.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
             panic!("{} reported instead of polling: {head}", binary.display());
         }
+        socket // held open: the binary stays waiting for an event
     };
     let socket = match tokio::time::timeout(Duration::from_secs(20), wait).await {
         Ok(socket) => socket,

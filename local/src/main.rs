@@ -67,6 +67,37 @@ enum Command {
         #[arg(long)]
         payment: Option<String>,
     },
+    /// Load-test the Payment API with a realistic mix, then check the effects: one
+    /// payment per Idempotency-Key, each state change published once, refunds within
+    /// captures, every event delivered to a webhook. Exits 1 on any violation.
+    Load {
+        /// Base URL of the API (the local stack by default).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// Scenarios in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// How long to load, in seconds.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Scenarios started per second (default: as fast as the concurrency allows).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// A JWT to use (default: a development token for a new merchant).
+        #[arg(long, env = "SETTLE_LOAD_TOKEN")]
+        token: Option<String>,
+        /// RabbitMQ to count events on; `none` skips the event and webhook checks.
+        #[arg(long, env = "SETTLE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        #[arg(long, env = "SETTLE_EVENTS_EXCHANGE", default_value = "settle.events")]
+        exchange: String,
+        /// Skip the webhook check (needed when the notifier cannot reach this machine).
+        #[arg(long)]
+        no_webhooks: bool,
+        /// Seconds to wait for events and webhooks after the load.
+        #[arg(long, default_value_t = 60)]
+        drain: u64,
+    },
     /// Print the environment (dotenv lines) that runs a function binary on this machine's
     /// services with the development keys: `cargo lambda watch --env-file …`.
     LambdaEnv,
@@ -144,6 +175,40 @@ fn main() {
                 Err(e) => {
                     eprintln!("settle: {e:#}");
                     1
+                }
+            })
+        }
+        Command::Load { url, concurrency, duration, rate, token: given, amqp_url, exchange, no_webhooks, drain } => {
+            let merchant = format!("m_load{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+            let token =
+                match given.map(Ok).unwrap_or_else(|| token(Some(merchant), vec!["merchant".into()], None, 3600)) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("settle: {e:#}");
+                        std::process::exit(1)
+                    }
+                };
+            let amqp_url = (amqp_url != "none").then_some(amqp_url);
+            let options = settle_local::load::LoadOptions {
+                url: url.trim_end_matches('/').to_string(),
+                token,
+                concurrency: concurrency.max(1),
+                duration: std::time::Duration::from_secs(duration),
+                rate,
+                webhooks: amqp_url.is_some() && !no_webhooks,
+                amqp_url,
+                exchange,
+                drain: std::time::Duration::from_secs(drain),
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            std::process::exit(match runtime.block_on(settle_local::load::run(options)) {
+                Ok(report) => {
+                    println!("{}", report.text);
+                    i32::from(!report.violations.is_empty())
+                }
+                Err(e) => {
+                    eprintln!("settle: {e:#}");
+                    2
                 }
             })
         }

@@ -121,3 +121,41 @@ mod tests {
         assert_eq!(sign("whsec_!!", "a", 1, b""), Err(SignatureError::BadSecret));
     }
 }
+
+/// Properties: what is signed verifies, any change to the body, id or timestamp does
+/// not, and arbitrary headers never panic the verifier.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn signed_messages_verify_and_changed_ones_do_not(
+            body in prop::collection::vec(any::<u8>(), 0..300),
+            id in "msg_[A-Za-z0-9]{1,30}",
+            timestamp in 1_000_000_000i64..4_000_000_000,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let secret = generate_secret();
+            let header = signature_header(&[&secret], &id, timestamp, &body).unwrap();
+            prop_assert!(verify(&secret, &header, &id, timestamp, &body, timestamp, 300).is_ok());
+            let other = format!("{id}x");
+            prop_assert!(verify(&secret, &header, &other, timestamp, &body, timestamp, 300).is_err());
+            prop_assert!(verify(&secret, &header, &id, timestamp + 1, &body, timestamp, 300).is_err());
+            if !body.is_empty() {
+                let mut changed = body.clone();
+                changed[flip.index(body.len())] ^= 0x01;
+                prop_assert!(verify(&secret, &header, &id, timestamp, &changed, timestamp, 300).is_err());
+            }
+        }
+
+        #[test]
+        fn arbitrary_headers_and_secrets_never_panic(header in ".{0,200}", secret in ".{0,60}", body in ".{0,60}") {
+            let _ = verify(&secret, &header, "msg_1", 1_700_000_000, body.as_bytes(), 1_700_000_000, 300);
+            let _ = sign(&secret, "msg_1", 1_700_000_000, body.as_bytes());
+        }
+    }
+}

@@ -438,3 +438,93 @@ mod tests {
         assert!(check_header(&record).unwrap_err().contains("settlement_id"));
     }
 }
+
+/// Properties over arbitrary records: validation never panics; a valid row written out
+/// reads back to the same values; the date parser agrees with chrono's everywhere.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read(line: &[u8]) -> ByteRecord {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(line);
+        let mut record = ByteRecord::new();
+        reader.read_byte_record(&mut record).unwrap();
+        record
+    }
+
+    fn decimal(minor: i64, exponent: u8) -> String {
+        let sign = if minor < 0 { "-" } else { "" };
+        let scale = 10i64.pow(u32::from(exponent));
+        let (whole, fraction) = (minor.unsigned_abs() / scale as u64, minor.unsigned_abs() % scale as u64);
+        match exponent {
+            0 => format!("{sign}{whole}"),
+            e => format!("{sign}{whole}.{fraction:0width$}", width = usize::from(e)),
+        }
+    }
+
+    prop_compose! {
+        fn valid_row()(
+            ids in prop::array::uniform4("[A-Za-z0-9_ée-]{1,24}"),
+            kind in prop::sample::select(vec!["charge", "refund", "fee", "chargeback"]),
+            code in prop::sample::select(settle_shared::domain::money::supported_currencies().collect::<Vec<_>>()),
+            amount in -1_000_000_000i64..1_000_000_000,
+            fee in 0i64..1_000_000,
+            secs in -62_135_510_400i64..253_402_214_399,
+            offset_minutes in -1439i32..1440,
+        ) -> (Vec<String>, i64, i64, &'static str, i64) {
+            let currency: Currency = code.parse().unwrap();
+            let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            let at = DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&offset);
+            let e = currency.exponent();
+            let mut fields: Vec<String> = ids.to_vec();
+            fields.extend([kind.to_string(), decimal(amount, e), code.to_string(), decimal(fee, e),
+                decimal(amount - fee, e), at.to_rfc3339()]);
+            (fields, amount, fee, code, secs)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_records_never_panic(fields in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..13)) {
+            let mut record = ByteRecord::new();
+            for f in &fields {
+                record.push_field(f);
+            }
+            match parse_row(&record, 1) {
+                Ok(row) => prop_assert_eq!(row.amount.checked_sub(row.fee), Some(row.net)),
+                Err(reject) => prop_assert!(!reject.reason.is_empty()),
+            }
+        }
+
+        #[test]
+        fn valid_rows_read_back((fields, amount, fee, code, secs) in valid_row()) {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            writer.write_record(&fields).unwrap();
+            let line = writer.into_inner().unwrap();
+            let row = parse_row(&read(&line), 1).map_err(|r| TestCaseError::fail(format!("{r:?} {fields:?}")))?;
+            prop_assert_eq!(
+                (row.settlement_id(), row.payment_id(), row.gateway_reference(), row.merchant_id()),
+                (fields[0].as_str(), fields[1].as_str(), fields[2].as_str(), fields[3].as_str())
+            );
+            prop_assert_eq!((row.row_type.as_str(), row.amount, row.fee, row.net), (fields[4].as_str(), amount, fee, amount - fee));
+            prop_assert_eq!((row.currency.code(), row.settled_at().timestamp()), (code, secs));
+        }
+
+        #[test]
+        fn dates_agree_with_chrono(text in "[0-9]{4}-[01][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?([Zz]|[+-][0-2][0-9]:[0-6][0-9]|)") {
+            let ours = parse_rfc3339(&text);
+            let chrono = DateTime::parse_from_rfc3339(&text).ok().map(|d| d.with_timezone(&Utc));
+            prop_assert_eq!(ours, chrono, "{:?}", text);
+        }
+
+        #[test]
+        fn arbitrary_text_dates_never_panic(text in ".{0,40}") {
+            let ours = parse_rfc3339(&text);
+            let chrono = DateTime::parse_from_rfc3339(&text).ok().map(|d| d.with_timezone(&Utc));
+            prop_assert_eq!(ours, chrono, "{:?}", text);
+        }
+    }
+}

@@ -303,3 +303,78 @@ mod tests {
         assert!(serde_json::from_str::<Amount>("-3").is_err());
     }
 }
+
+/// Properties over arbitrary input: the parser never panics, agrees with a slow
+/// reference, and reads back what a formatter writes for every currency.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Writes `minor` units as a plain decimal with the currency's places.
+    fn format(minor: i64, exponent: u8) -> String {
+        let sign = if minor < 0 { "-" } else { "" };
+        let digits = minor.unsigned_abs().to_string();
+        let places = usize::from(exponent);
+        if places == 0 {
+            return format!("{sign}{digits}");
+        }
+        let padded = format!("{digits:0>width$}", width = places + 1);
+        let (whole, fraction) = padded.split_at(padded.len() - places);
+        format!("{sign}{whole}.{fraction}")
+    }
+
+    /// A slow, obviously correct reading of the grammar, through big integers as text.
+    fn reference(text: &str, currency: Currency) -> Result<i64, MoneyError> {
+        let t = text.trim_ascii();
+        let (negative, digits) = match t.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, t.strip_prefix('+').unwrap_or(t)),
+        };
+        let (whole, fraction) = digits.split_once('.').map_or((digits, None), |(w, f)| (w, Some(f)));
+        let numeric = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if (whole.is_empty() && fraction.is_none_or(str::is_empty))
+            || !numeric(whole)
+            || fraction.is_some_and(|f| f.is_empty() || !numeric(f))
+        {
+            return Err(MoneyError::NotDecimal);
+        }
+        let fraction = fraction.unwrap_or("");
+        let exponent = currency.exponent();
+        if fraction.len() > usize::from(exponent) {
+            return Err(MoneyError::TooPrecise { exponent });
+        }
+        let all = format!("{whole}{fraction:0<width$}", width = usize::from(exponent));
+        let significant = all.trim_start_matches('0');
+        match significant.parse::<i64>() {
+            _ if significant.is_empty() => Ok(0),
+            Ok(v) if v <= Amount::MAX => Ok(if negative { -v } else { v }),
+            _ => Err(MoneyError::OutOfRange { max: Amount::MAX }),
+        }
+    }
+
+    fn currency() -> impl Strategy<Value = Currency> {
+        prop::sample::select(CURRENCIES.iter().map(|(code, _)| code.parse::<Currency>().unwrap()).collect::<Vec<_>>())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn formatted_amounts_read_back_exactly(minor in -Amount::MAX..=Amount::MAX, currency in currency()) {
+            let text = format(minor, currency.exponent());
+            prop_assert_eq!(parse_decimal_minor_units(&text, currency), Ok(minor), "{}", text);
+        }
+
+        #[test]
+        fn any_text_agrees_with_the_reference(text in "[ +\\-0-9.a-z]{0,24}", currency in currency()) {
+            prop_assert_eq!(parse_decimal_minor_units(&text, currency), reference(&text, currency), "{:?}", text);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..40), currency in currency()) {
+            let _ = parse_decimal_ascii(&bytes, currency);
+            let _ = Currency::from_ascii(&bytes);
+        }
+    }
+}

@@ -104,6 +104,24 @@ async fn publishing_to_an_undeclared_exchange_fails(b: Bus) {
     b.bus.publish(&b.topology.exchange, &message("x", "evt_5")).await.unwrap();
 }
 
+async fn a_tap_sees_every_event_beside_the_notifier(b: Bus) {
+    b.bus.declare(&b.topology).await.unwrap();
+    let tap = helpers::unique("it.tap");
+    b.bus.declare_tap(&b.topology.exchange, &tap, Duration::from_secs(60)).await.unwrap();
+    b.bus.declare_tap(&b.topology.exchange, &tap, Duration::from_secs(60)).await.unwrap(); // idempotent
+    let (mut tapped, mut notified) =
+        (b.bus.subscribe(&tap, 10).await.unwrap(), b.bus.subscribe(&b.topology.queue, 10).await.unwrap());
+    b.bus.publish(&b.topology.exchange, &message("refund.succeeded", "evt_7")).await.unwrap();
+    for sub in [&mut tapped, &mut notified] {
+        let got = next(sub).await;
+        assert_eq!(got.message_id.as_deref(), Some("evt_7"));
+        got.ack().await.unwrap();
+    }
+    let missing =
+        b.bus.declare_tap(&helpers::unique("nowhere"), &helpers::unique("it.tap"), Duration::from_secs(60)).await;
+    assert!(missing.is_err(), "a tap on an undeclared exchange must fail: {missing:?}");
+}
+
 crate::contract_tests!(
     memory: memory_bus,
     real: rabbit_bus,
@@ -113,6 +131,7 @@ crate::contract_tests!(
         requeued_messages_come_back_redelivered,
         unsettled_deliveries_come_back_when_the_consumer_goes,
         publishing_to_an_undeclared_exchange_fails,
+        a_tap_sees_every_event_beside_the_notifier,
     ]
 );
 

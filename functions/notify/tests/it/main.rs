@@ -274,9 +274,18 @@ async fn gone_disables_and_a_hanging_receiver_delays_no_one() {
     let h = Harness::new().await;
     let mut events = h.backends.bus.subscribe(&h.backends.topology.queue, 10).await.unwrap();
     let (receiver, addr) = Receiver::start().await;
+    // A receiver that accepts the connection and closes it without a word.
+    let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing_addr = closing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = closing.accept().await {
+            drop(socket);
+        }
+    });
     let secret = generate_secret();
     let gone = h.endpoint(format!("http://{addr}/gone"), &[(&secret, None)]).await;
     h.endpoint(format!("http://{addr}/hang"), &[(&secret, None)]).await;
+    let closed = h.endpoint(format!("http://{closing_addr}/closes"), &[(&secret, None)]).await;
     h.endpoint(format!("http://{addr}/ok"), &[(&secret, None)]).await;
     let (_, rmq) = h.event("refund.succeeded");
     let start = Instant::now();
@@ -289,8 +298,12 @@ async fn gone_disables_and_a_hanging_receiver_delays_no_one() {
         outcomes.iter().any(|d| matches!(d, DeliveryOutcome::Retrying { .. })),
         "the hang timed out and is retried"
     );
+    let retrying = outcomes.iter().filter(|d| matches!(d, DeliveryOutcome::Retrying { .. })).count();
+    assert_eq!(retrying, 2, "the hang and the closed connection are retried: {outcomes:?}");
     let stored = h.backends.documents.get(ENDPOINTS, &gone).await.unwrap().unwrap();
     assert_eq!(stored["enabled"], false);
+    let still = h.backends.documents.get(ENDPOINTS, &closed).await.unwrap().unwrap();
+    assert_eq!(still["enabled"], true, "a closed connection is a failure to retry, not a reason to disable");
     // The merchant hears of it.
     let delivery = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
     let disabled: Value = serde_json::from_slice(&delivery.body).unwrap();

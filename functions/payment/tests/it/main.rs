@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod events;
+mod fuzz;
 mod idempotency;
 mod input;
 mod payments;

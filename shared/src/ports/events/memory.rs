@@ -69,6 +69,16 @@ impl MemoryBus {
         bind(&mut state, &t.exchange, Some("#"), &t.queue);
     }
 
+    pub(super) fn declare_tap(&self, exchange: &str, queue: &str) -> Result<(), BusError> {
+        let mut state = self.lock();
+        if !state.exchanges.contains_key(exchange) {
+            return Err(BusError::Other(format!("no exchange '{exchange}'")));
+        }
+        state.queues.entry(queue.to_string()).or_default();
+        state.exchanges.entry(exchange.to_string()).or_default().push((Some("#".to_string()), queue.to_string()));
+        Ok(())
+    }
+
     pub(super) fn publish(&self, exchange: &str, message: &OutgoingMessage) -> Result<(), BusError> {
         let mut state = self.lock();
         if !state.exchanges.contains_key(exchange) {

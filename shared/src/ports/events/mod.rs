@@ -140,6 +140,16 @@ impl EventBus {
         }
     }
 
+    /// Declares `queue`, bound to every event on `exchange` and removed by the broker after
+    /// `idle` unused: an observer's copy of the event stream (load tests, debugging) that
+    /// cannot pile up messages once its observer is gone. Consume it with `subscribe`.
+    pub async fn declare_tap(&self, exchange: &str, queue: &str, idle: std::time::Duration) -> Result<(), BusError> {
+        match self {
+            EventBus::Memory(m) => m.declare_tap(exchange, queue),
+            EventBus::RabbitMq(r) => r.declare_tap(exchange, queue, idle).await,
+        }
+    }
+
     /// Publishes one persistent message to `exchange` and waits for the broker's confirm.
     pub async fn publish(&self, exchange: &str, message: &OutgoingMessage) -> Result<(), BusError> {
         match self {

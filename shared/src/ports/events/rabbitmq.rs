@@ -123,6 +123,37 @@ impl RabbitBus {
         result
     }
 
+    pub(super) async fn declare_tap(&self, exchange: &str, queue: &str, idle: Duration) -> Result<(), BusError> {
+        let channel = self.channel().await?;
+        let declare = async {
+            let mut args = FieldTable::default();
+            // The broker deletes the tap once nobody has used it for `idle`.
+            let ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+            // Durable, so that a broker restart does not cut the observer's copy short.
+            let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+            channel.queue_declare(queue.into(), durable, args).await.map_err(classify)?;
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(classify)
+        };
+        let result = match tokio::time::timeout(self.inner.timeout, declare).await {
+            Ok(r) => r,
+            Err(_) => Err(BusError::Unavailable(format!("declare took longer than {:?}", self.inner.timeout))),
+        };
+        if result.is_err() {
+            self.reset(&channel).await;
+        }
+        result
+    }
+
     async fn declare_on(&self, ch: &Channel, t: &Topology) -> Result<(), BusError> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         ch.exchange_declare(t.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())

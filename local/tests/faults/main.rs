@@ -1,0 +1,344 @@
+//! The fault-injection suite: the local stack on the real services, under load, while
+//! RabbitMQ, Redis or MongoDB is stopped and started again. Each test restores the service
+//! it stopped, even when it fails. The tests take turns: they share the machine's services.
+//! Run with the rest: `bash scripts/test` (or `cargo test -p settle-local --test faults`).
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use settle_local::{LocalStack, StackOptions};
+use settle_shared::config::Backend;
+use settle_shared::ports::events::Topology;
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One fault at a time: the services are the machine's.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn sh(command: &str) -> bool {
+    Command::new("bash").arg("-c").arg(command).status().is_ok_and(|s| s.success())
+}
+
+/// Starts the services again when dropped, whatever happened in between.
+struct Restore(&'static str);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        if !sh(&format!("cd {root} && bash scripts/services >/dev/null 2>&1")) {
+            eprintln!("faults: could not restore {} with scripts/services", self.0);
+        }
+    }
+}
+
+fn stop_rabbitmq() -> Restore {
+    assert!(sh("rabbitmqctl -q stop_app"), "rabbitmqctl stop_app failed");
+    Restore("rabbitmq")
+}
+
+fn start_rabbitmq() {
+    assert!(sh("rabbitmqctl -q start_app && rabbitmqctl -q await_startup"), "rabbitmqctl start_app failed");
+}
+
+fn stop_redis() -> Restore {
+    let stopped = sh("redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1; ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1");
+    assert!(stopped, "could not stop Redis");
+    Restore("redis")
+}
+
+fn stop_mongodb() -> Restore {
+    // `[s]` keeps the pattern from matching this shell's own command line.
+    let stopped = sh("pkill -f '[s]ecantusd' && for i in $(seq 50); do pgrep -f '[s]ecantusd' >/dev/null || exit 0; sleep 0.1; done; exit 1");
+    assert!(stopped, "could not stop SecantusDB");
+    Restore("mongodb")
+}
+
+struct Stack {
+    stack: LocalStack,
+    base: String,
+    client: Client,
+    token: String,
+}
+
+async fn stack() -> Stack {
+    let vars = [
+        ("SETTLE_HTTP_ADDR", "127.0.0.1:0".to_string()),
+        ("SETTLE_MONGODB_DATABASE", unique("faults")),
+        ("SETTLE_EVENTS_EXCHANGE", unique("faults.events")),
+        ("SETTLE_NOTIFY_QUEUE", unique("faults.notify")),
+        ("SETTLE_BUCKET", unique("faults-bucket")),
+        ("SETTLE_REDIS_PREFIX", format!("{}:", unique("faults"))),
+        ("SETTLE_DEPENDENCY_TIMEOUT_MS", "1000".to_string()),
+        ("SETTLE_RATE_LIMIT_MERCHANT", "1000000/60s".to_string()),
+        ("SETTLE_RATE_LIMIT_IP", "1000000/60s".to_string()),
+        ("SETTLE_RATE_LIMIT_TOKENS", "1000000/60s".to_string()),
+        ("SETTLE_RATE_LIMIT_REFUNDS", "1000000/60s".to_string()),
+    ];
+    let mut config = settle_shared::config::loopback_config(&vars).unwrap();
+    config.backend = Backend::Real;
+    config.webhooks.allow_private = true;
+    let options =
+        StackOptions { watch_dir: None, s3_events_queue: unique("faults-s3"), retry_queue: unique("faults-retries") };
+    let stack = LocalStack::start(config.clone(), options)
+        .await
+        .unwrap_or_else(|e| panic!("local stack on the real services: {e:#} (start them with scripts/services)"));
+    let mut dev = config;
+    settle_local::dev_keys::apply(&mut dev);
+    let merchant = format!("m_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let token = settle_local::dev_keys::mint(&dev, &merchant, Some(&merchant), &["merchant".into()], 3600).unwrap();
+    let base = format!("http://{}", stack.http_addr);
+    Stack { stack, base, client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(), token }
+}
+
+struct Reply {
+    status: StatusCode,
+    json: Value,
+    retry_after: bool,
+    problem: bool,
+}
+
+impl Stack {
+    async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        Self::reply(r).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        let r = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        Self::reply(r).await
+    }
+
+    async fn reply(r: reqwest::Response) -> Reply {
+        let status = r.status();
+        let retry_after = r.headers().contains_key("retry-after");
+        let problem = r.headers().get("content-type").is_some_and(|v| v == "application/problem+json");
+        Reply { status, json: r.json().await.unwrap_or(Value::Null), retry_after, problem }
+    }
+
+    async fn card(&self) -> String {
+        let body = json!({"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"});
+        let r = self.post("/v1/tokens", &uuid::Uuid::new_v4().to_string(), body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+        r.json["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// What the tap saw: (event id, type, subject, redelivered).
+type Seen = Arc<std::sync::Mutex<Vec<(String, String, String, bool)>>>;
+
+/// Every event on the stack's exchange, by id, through a durable tap of its own.
+async fn tap(stack: &Stack) -> Seen {
+    let topology = &stack.stack.backends.topology;
+    let tap = Topology::new(&topology.exchange, &unique("faults.tap"));
+    stack.stack.backends.bus.declare(&tap).await.unwrap();
+    let seen: Seen = Arc::default();
+    let (bus, queue, out) = (stack.stack.backends.bus.clone(), tap.queue.clone(), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mut sub) = bus.subscribe(&queue, 500).await {
+                while let Some(Ok(d)) = sub.next().await {
+                    let e: Value = serde_json::from_slice(&d.body).unwrap_or_default();
+                    let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    out.lock().unwrap().push((field("id"), field("type"), field("subject"), d.redelivered));
+                    let _ = d.ack().await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
+    let _turn = SERIAL.lock().await;
+    let s = Arc::new(stack().await);
+    let seen = tap(&s).await;
+    let card = s.card().await;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..20 {
+        let (s, card, done) = (s.clone(), card.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for i in 0..50 {
+                let key = format!("outage-{w}-{i}");
+                let body = json!({"amount": 1000 + i, "currency": "USD", "token": card, "confirm": true});
+                let r = s.post("/v1/payments", &key, body).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                answers.push((key, r.status, r.json["id"].as_str().unwrap_or_default().to_string()));
+            }
+            answers
+        }));
+    }
+    // The broker goes down after 200 payments and comes back after 700.
+    let wait_for = |n: usize| {
+        let done = done.clone();
+        async move {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    let restore = stop_rabbitmq();
+    let stopped_at = Instant::now();
+    wait_for(700).await;
+    let outage = stopped_at.elapsed();
+    start_rabbitmq();
+    drop(restore);
+    let mut ids = HashSet::new();
+    for w in workers {
+        for (key, status, id) in w.await.unwrap() {
+            assert_eq!(status, StatusCode::CREATED, "{key} answered {status} during the outage");
+            assert!(ids.insert(id), "{key}: a payment id answered twice");
+        }
+    }
+    assert_eq!(ids.len(), 1000);
+
+    // The outbox relay publishes what the broker missed: each payment's event once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let count = |seen: &[(String, String, String, bool)]| {
+        seen.iter()
+            .filter(|e| e.1 == "payment.succeeded" && ids.contains(&e.2))
+            .map(|e| e.2.clone())
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while count(&seen.lock().unwrap()) < 1000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = seen.lock().unwrap().clone();
+    // One event id per payment. A message the broker took just as it stopped, whose confirm
+    // was lost, is published again by the relay under the same id (consumers, the notifier
+    // among them, drop it by id): counted, but it is the same event, not a second one.
+    let mut ids_per_payment: HashMap<&String, HashSet<&String>> = HashMap::new();
+    let mut copies = 0;
+    for (id, kind, subject, _) in &seen {
+        if kind == "payment.succeeded"
+            && ids.contains(subject)
+            && !ids_per_payment.entry(subject).or_default().insert(id)
+        {
+            copies += 1;
+        }
+    }
+    let missing: Vec<_> = ids.iter().filter(|id| !ids_per_payment.contains_key(id)).take(5).collect();
+    let twice: Vec<_> = ids_per_payment.iter().filter(|(_, e)| e.len() > 1).take(5).collect();
+    assert!(missing.is_empty(), "events never published, e.g. {missing:?}");
+    assert!(twice.is_empty(), "a state change published as two events, e.g. {twice:?}");
+    assert!(copies <= 50, "{copies} repeated deliveries of one id: more than the in-flight window explains");
+    eprintln!(
+        "faults: broker down for {outage:?} during 1000 payments; 1000 events, one id each, {copies} repeated copies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_gets_503s_with_retry_after_and_never_a_500() {
+    let _turn = SERIAL.lock().await;
+    let s = stack().await;
+    let card = s.card().await;
+    let before = s
+        .post("/v1/payments", "redis-before", json!({"amount": 500, "currency": "USD", "token": card, "confirm": true}))
+        .await;
+    assert_eq!(before.status, StatusCode::CREATED);
+    let paid = before.json["id"].as_str().unwrap().to_string();
+
+    let restore = stop_redis();
+    // Token revocation cannot be checked: authenticated calls fail closed, as documented.
+    for i in 0..20 {
+        let key = format!("redis-down-{i}");
+        let r = s
+            .post("/v1/payments", &key, json!({"amount": 700, "currency": "USD", "token": card, "confirm": true}))
+            .await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+        assert!(r.problem && r.retry_after, "503 must be problem+json with Retry-After: {}", r.json);
+        let g = s.get(&format!("/v1/payments/{paid}")).await;
+        assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE, "{}", g.json);
+    }
+    let health = s.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE, "{}", health.json);
+    assert!(health.json.to_string().contains("redis"), "{}", health.json);
+    drop(restore);
+
+    // Back: the same keys now make their payments, once.
+    let r = s
+        .post("/v1/payments", "redis-down-0", json!({"amount": 700, "currency": "USD", "token": card, "confirm": true}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let again = s
+        .post("/v1/payments", "redis-down-0", json!({"amount": 700, "currency": "USD", "token": card, "confirm": true}))
+        .await;
+    assert_eq!(again.json["id"], r.json["id"], "replayed after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mongodb_outage_gets_503s_and_leaves_no_partial_payment() {
+    let _turn = SERIAL.lock().await;
+    let s = stack().await;
+    let card = s.card().await;
+    let restore = stop_mongodb();
+    for i in 0..10 {
+        let key = format!("mongo-down-{i}");
+        let r = s
+            .post("/v1/payments", &key, json!({"amount": 900, "currency": "USD", "token": card, "confirm": true}))
+            .await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+        assert!(r.problem && r.retry_after, "503 must be problem+json with Retry-After: {}", r.json);
+    }
+    drop(restore);
+    // Back (its data on disk): nothing of the failed attempts exists, and retrying each key
+    // makes exactly one payment.
+    let list = s.get("/v1/payments?limit=100").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.json);
+    assert_eq!(list.json["data"].as_array().unwrap().len(), 0, "a payment survived its failed request: {}", list.json);
+    let mut ids = HashSet::new();
+    for i in 0..10 {
+        let key = format!("mongo-down-{i}");
+        let body = json!({"amount": 900, "currency": "USD", "token": card, "confirm": true});
+        let (first, second) =
+            (s.post("/v1/payments", &key, body.clone()).await, s.post("/v1/payments", &key, body).await);
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
+        assert_eq!(first.json["id"], second.json["id"]);
+        ids.insert(first.json["id"].as_str().unwrap().to_string());
+    }
+    let list = s.get("/v1/payments?limit=100").await;
+    assert_eq!(list.json["data"].as_array().unwrap().len(), 10);
+    assert_eq!(ids.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_load_test_finds_no_violation_on_a_healthy_stack() {
+    let _turn = SERIAL.lock().await;
+    let s = stack().await;
+    let options = settle_local::load::LoadOptions {
+        url: s.base.clone(),
+        token: s.token.clone(),
+        concurrency: 8,
+        duration: Duration::from_secs(15),
+        rate: None,
+        amqp_url: Some(
+            std::env::var("SETTLE_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        ),
+        exchange: s.stack.backends.topology.exchange.clone(),
+        webhooks: true,
+        drain: Duration::from_secs(60),
+    };
+    let report = settle_local::load::run(options).await.unwrap();
+    eprintln!("{}", report.text);
+    assert!(report.text.contains("events on the exchange"), "{}", report.text);
+    assert!(report.violations.is_empty(), "{}", report.text);
+}
