@@ -42,6 +42,8 @@ pub fn local_lambda_env() -> String {
             ("SETTLE_WEBHOOK_MASTER_KEY", dev_keys::DEV_WEBHOOK_MASTER_KEY),
             ("SETTLE_GATEWAY_WEBHOOK_SECRET", dev_keys::DEV_GATEWAY_WEBHOOK_SECRET),
             ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true"),
+            // The retry queue `settle up --real` creates in the emulator (moto's account id).
+            ("SETTLE_RETRY_QUEUE_URL", "http://127.0.0.1:4566/123456789012/settle-webhook-retries"),
         ]
         .iter()
         .map(|(name, value)| (name.to_string(), value.to_string())),

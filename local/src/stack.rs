@@ -119,6 +119,7 @@ impl LocalStack {
                 }
             }
             (ObjectStore::S3(_), None) => anyhow::bail!("S3 backend without an AWS configuration"),
+            (ObjectStore::NotBuiltIn, _) => anyhow::bail!("the local stack needs settle-shared's `s3` feature"),
         }
 
         // notify's trigger.

@@ -3,11 +3,15 @@
 
 use crate::config::{Backend, Config};
 use crate::health::{DependencyHealth, HealthReport, Status};
-use crate::ports::delay_queue::{DelayQueue, MemoryQueue, SqsQueue};
+#[cfg(feature = "sqs")]
+use crate::ports::delay_queue::SqsQueue;
+use crate::ports::delay_queue::{DelayQueue, MemoryQueue};
 use crate::ports::documents::{DocumentStore, MemoryDocuments, MongoDocuments};
 use crate::ports::events::{EventBus, MemoryBus, RabbitBus, Topology};
 use crate::ports::kv::{KeyValueStore, MemoryKv, RedisKv};
-use crate::ports::objects::{MemoryObjects, ObjectStore, S3Objects};
+#[cfg(feature = "s3")]
+use crate::ports::objects::S3Objects;
+use crate::ports::objects::{MemoryObjects, ObjectStore};
 use crate::redact::{scrub, Secret};
 use anyhow::Context;
 use std::future::Future;
@@ -86,14 +90,21 @@ impl Backends {
             )
             .load()
             .await;
+        #[cfg(feature = "sqs")]
         let retry_queue = config.retry_queue_url.as_deref().map(|url| DelayQueue::Sqs(SqsQueue::new(&sdk, url)));
+        #[cfg(not(feature = "sqs"))]
+        let retry_queue: Option<DelayQueue> = None;
+        #[cfg(feature = "s3")]
+        let objects = ObjectStore::S3(S3Objects::new(&sdk, &config.bucket));
+        #[cfg(not(feature = "s3"))]
+        let objects = ObjectStore::NotBuiltIn;
         Ok(Backends {
             backend: Backend::Real,
             documents: DocumentStore::Mongo(documents),
             kv: KeyValueStore::Redis(kv),
             bus: EventBus::RabbitMq(bus),
             topology: Topology::new(&config.events_exchange, &config.notify_queue),
-            objects: ObjectStore::S3(S3Objects::new(&sdk, &config.bucket)),
+            objects,
             retry_queue,
             sdk: Some(sdk),
             redis_prefix: config.redis_prefix.clone(),
@@ -108,7 +119,12 @@ impl Backends {
             self.check("mongodb", self.documents.ping()),
             self.check("redis", self.kv.ping()),
             self.check("rabbitmq", self.bus.ping()),
-            self.check("s3", self.objects.ping()),
+            async {
+                match &self.objects {
+                    ObjectStore::NotBuiltIn => None,
+                    objects => Some(self.check("s3", objects.ping()).await),
+                }
+            },
             async {
                 match &self.retry_queue {
                     Some(q) => Some(self.check("sqs", q.ping()).await),
@@ -122,7 +138,7 @@ impl Backends {
         };
         HealthReport::new(
             backend,
-            [Some(documents), Some(kv), Some(bus), Some(objects), queue].into_iter().flatten().collect(),
+            [Some(documents), Some(kv), Some(bus), objects, queue].into_iter().flatten().collect(),
         )
     }
 

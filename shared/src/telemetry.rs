@@ -4,30 +4,35 @@
 //! invocation span's fields: function, request id, cold start, correlation id.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 static COLD: AtomicBool = AtomicBool::new(true);
 
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
 pub fn init() {
+    // `Targets` (`info`, `warn,settle_payment=debug`) rather than `EnvFilter`: the same
+    // directives without span-field matching, and without a regex engine in every zip.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // CloudWatch adds its own timestamp; ANSI codes would garble it.
+    let builder = tracing_subscriber::fmt().with_target(false).with_ansi(false);
     let result = if json {
         builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            // CloudWatch adds its own timestamp; ANSI codes would garble it.
-            .with_ansi(false)
+            .finish()
+            .with(filter)
             .try_init()
     } else {
-        builder.with_ansi(false).try_init()
+        builder.finish().with(filter).try_init()
     };
     // Err only means a subscriber is already installed.
     drop(result);

@@ -11,10 +11,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = config::from_process_env(Backend::Real).await?;
     let backends = settle_shared::Backends::connect(&config).await?;
     let ingestor = Ingestor::new(backends);
-    if let Err(e) = ingestor.prepare().await {
-        // Runs fail (and are retried) until the dependency is back; the next cold start retries.
-        tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
-    }
+    // Idempotent, and a no-op but for a new deployment: beside the first invocation rather
+    // than before it. A run whose events the broker refused fails and is retried.
+    let preparing = ingestor.clone();
+    tokio::spawn(async move {
+        if let Err(e) = preparing.prepare().await {
+            tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
+        }
+    });
     lambda_runtime::run(service_fn(|event: LambdaEvent<S3Event>| {
         let ingestor = ingestor.clone();
         async move { ingestor.handle_s3_event(event.payload).await }

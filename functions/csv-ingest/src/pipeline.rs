@@ -93,6 +93,8 @@ enum Parsed {
     Reject(Reject),
     /// The file cannot be read as a settlement file at all.
     Fatal(String),
+    /// Reading the body failed (the connection to S3, not the file): retry the run.
+    Unreadable(String),
 }
 
 /// Sums per merchant, currency and day.
@@ -203,6 +205,7 @@ pub async fn ingest_object_with(
                     summary.rejects += 1;
                     rejects.write(&r)?;
                 }
+                Parsed::Unreadable(reason) => return Err(PipelineError::Unavailable(reason)),
                 Parsed::Fatal(reason) => {
                     summary.status = "rejected".into();
                     rejects.write(&Reject { record: 0, line: 1, column: None, reason: reason.clone() })?;
@@ -321,10 +324,19 @@ fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Vec<Parsed>>, p
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                Some(match e.kind() {
-                    csv::ErrorKind::Io(io) => format!("unreadable at line {line}: {io}"),
-                    _ => format!("unreadable at line {line}"),
-                })
+                if let csv::ErrorKind::Io(io) = e.kind() {
+                    // Corrupt or truncated gzip is the file's fault; anything else (a reset
+                    // connection, a timeout) is the stream's, and the run is retried.
+                    use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+                    if !matches!(io.kind(), InvalidInput | InvalidData | UnexpectedEof) {
+                        chunk.push(Parsed::Unreadable(format!("object body unreadable at line {line}: {io}")));
+                        send(&mut chunk, unsent_rows);
+                        return;
+                    }
+                    Some(format!("unreadable at line {line}: {io}"))
+                } else {
+                    Some(format!("unreadable at line {line}"))
+                }
             }
         };
         if let Some(reason) = fatal {
@@ -438,9 +450,11 @@ async fn flush(
         t.0 += 1;
         t.1 += row.amount;
         *agg.by_outcome.entry(outcome.as_str().to_string()).or_default() += 1;
-        let mut result = doc(json!(row));
-        result.extend(doc(json!({"_id": me, "ledger": ledger_id, "line": line, "date": date, "outcome": outcome})));
-        result_docs.push(result);
+        result_docs.push(doc(json!({"_id": me, "ledger": ledger_id, "line": line,
+            "settlement_id": row.settlement_id(), "payment_id": row.payment_id(),
+            "gateway_reference": row.gateway_reference(), "merchant_id": row.merchant_id(), "type": row.row_type,
+            "amount": row.amount, "currency": row.currency.code(), "fee": row.fee, "net": row.net,
+            "settled_at": row.settled_at().to_rfc3339(), "date": date, "outcome": outcome})));
         if !matches!(outcome, Outcome::Matched) {
             mismatches.push((line, row, outcome));
         }

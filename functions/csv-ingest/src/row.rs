@@ -106,12 +106,12 @@ impl Serialize for SettlementRow {
         s.serialize_field("payment_id", self.payment_id())?;
         s.serialize_field("gateway_reference", self.gateway_reference())?;
         s.serialize_field("merchant_id", self.merchant_id())?;
-        s.serialize_field("type", &self.row_type)?;
+        s.serialize_field("row_type", &self.row_type)?;
         s.serialize_field("amount", &self.amount)?;
         s.serialize_field("currency", &self.currency)?;
         s.serialize_field("fee", &self.fee)?;
         s.serialize_field("net", &self.net)?;
-        s.serialize_field("settled_at", &self.settled_at().to_rfc3339())?;
+        s.serialize_field("settled_at", &self.settled_at())?;
         s.end()
     }
 }
@@ -148,6 +148,19 @@ pub fn check_header(header: &ByteRecord) -> Result<(), String> {
 /// Longest accepted field: anything longer is a broken or hostile file.
 pub const MAX_FIELD: usize = 256;
 
+/// Trims like `str::trim` (spreadsheets pad with non-breaking spaces), on the fast ASCII
+/// path unless a non-ASCII byte sits at either end.
+fn trim(raw: &[u8]) -> &[u8] {
+    let ascii = raw.trim_ascii();
+    let non_ascii_edge = |b: Option<&u8>| b.is_some_and(|b| !b.is_ascii());
+    if non_ascii_edge(ascii.first()) || non_ascii_edge(ascii.last()) {
+        if let Ok(text) = std::str::from_utf8(ascii) {
+            return text.trim().as_bytes();
+        }
+    }
+    ascii
+}
+
 /// Parses and validates one record.
 pub fn parse_row(record: &ByteRecord, record_number: u64) -> Result<SettlementRow, Reject> {
     let reject = |column: Option<usize>, reason: String| Reject {
@@ -164,7 +177,7 @@ pub fn parse_row(record: &ByteRecord, record_number: u64) -> Result<SettlementRo
         if raw.len() > MAX_FIELD {
             return Err(reject(Some(i + 1), format!("{}: longer than {MAX_FIELD} bytes", HEADER[i])));
         }
-        *field = raw.trim_ascii();
+        *field = trim(raw);
     }
     // The typed fields are parsed from bytes by ASCII grammars, so only the four text
     // fields need a UTF-8 check; a typed field that fails is told apart on this rare path.
@@ -272,16 +285,18 @@ fn parse_rfc3339_parts(b: &[u8]) -> Option<(i64, u32)> {
     }
     let offset_secs: i64 = match b.get(pos..)? {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (h, m) = (num(pos + 1..pos + 3)?, num(pos + 4..pos + 6)?);
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] | [sign @ 0xE2, 0x88, 0x92, _, _, b':', _, _] => {
+            // U+2212 MINUS SIGN (E2 88 92) is taken for '-', as chrono takes it.
+            let at = b.len() - 5;
+            let (h, m) = (num(at..at + 2)?, num(at + 3..at + 5)?);
             if h > 23 || m > 59 {
                 return None;
             }
             let secs = i64::from(h * 3600 + m * 60);
-            if *sign == b'-' {
-                -secs
-            } else {
+            if *sign == b'+' {
                 secs
+            } else {
+                -secs
             }
         }
         _ => return None,
@@ -399,6 +414,8 @@ mod tests {
             "2026-11-27T06:00:00.5Z",
             "2026-11-27T06:00:00.123456789+05:30",
             "2026-11-27T06:00:00-08:00",
+            "2026-11-27T06:00:00\u{2212}08:00",
+            "2026-11-27T06:00:00\u{2212}0800",
             "2024-02-29T23:59:59+00:00",
             "2026-01-01T00:00:00+23:59",
             "2025-02-29T00:00:00Z",
@@ -511,6 +528,32 @@ mod properties {
             );
             prop_assert_eq!((row.row_type.as_str(), row.amount, row.fee, row.net), (fields[4].as_str(), amount, fee, amount - fee));
             prop_assert_eq!((row.currency.code(), row.settled_at().timestamp()), (code, secs));
+        }
+
+        #[test]
+        fn padding_is_trimmed_and_a_bad_byte_names_its_column(
+            (fields, amount, fee, _, _) in valid_row(),
+            column in 0usize..10,
+            pad in prop::sample::select(vec![" ", "\t", "\u{a0}", " \u{3000}"]),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let write = |fields: &[Vec<u8>]| {
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                writer.write_record(fields).unwrap();
+                writer.into_inner().unwrap()
+            };
+            let bytes: Vec<Vec<u8>> = fields.iter().map(|f| f.clone().into_bytes()).collect();
+            // Padded with whitespace (ASCII or not) on both sides: the same row.
+            let mut padded = bytes.clone();
+            padded[column] = [pad.as_bytes(), &bytes[column], pad.as_bytes()].concat();
+            let row = parse_row(&read(&write(&padded)), 1).map_err(|r| TestCaseError::fail(format!("{r:?}")))?;
+            prop_assert_eq!((row.amount, row.fee, row.payment_id()), (amount, fee, fields[1].as_str()));
+            // A byte that is not UTF-8, anywhere in one field: rejected, naming that column.
+            let mut broken = bytes;
+            let i = at.index(broken[column].len() + 1);
+            broken[column].insert(i, 0xFF);
+            let reject = parse_row(&read(&write(&broken)), 1).err();
+            prop_assert_eq!(reject.as_ref().and_then(|r| r.column), Some(column + 1), "{:?}", reject);
         }
 
         #[test]

@@ -9,9 +9,14 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = config::from_process_env(Backend::Real).await?;
     let backends = settle_shared::Backends::connect(&config).await?;
     let state = AppState::new(config, backends)?;
-    if let Err(e) = state.prepare().await {
-        // Requests answer 503 until MongoDB is back, events wait in the outbox; the next cold start retries.
-        tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
-    }
+    // Declaring indexes and the exchange is idempotent and, but for a brand-new deployment,
+    // a no-op: it runs beside the first invocation instead of delaying the cold start.
+    // Until the exchange exists events wait in the outbox; the relay publishes them.
+    let preparing = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = preparing.prepare().await {
+            tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
+        }
+    });
     lambda_http::run(router(state)).await
 }

@@ -188,7 +188,7 @@ impl From<Amount> for i64 {
 /// Parses a decimal string ("12.34", "-0.5", "100") into signed minor units of `currency`,
 /// exactly: digits are shifted by the exponent, never passed through a float.
 pub fn parse_decimal_minor_units(text: &str, currency: Currency) -> Result<i64, MoneyError> {
-    parse_decimal_ascii(text.as_bytes(), currency)
+    parse_decimal_ascii(text.trim().as_bytes(), currency)
 }
 
 /// [`parse_decimal_minor_units`] over raw bytes (a CSV field before any UTF-8 check: the

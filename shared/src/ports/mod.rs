@@ -20,12 +20,13 @@ pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whether an AWS SDK failure means "unreachable" (dispatch failure or timeout: retry
 /// later), and a one-line description: the service's error code and message for a
 /// service error, the cause chain otherwise (never the raw response).
-pub(crate) fn aws_failure<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> (bool, String)
+// One smithy error type serves every SDK; Secrets Manager's re-export is always linked.
+pub(crate) fn aws_failure<E, R>(e: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> (bool, String)
 where
-    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_secretsmanager::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+    use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
     match e {
         SdkError::ServiceError(service) => {
             let err = service.err();

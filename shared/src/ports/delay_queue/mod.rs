@@ -2,9 +2,11 @@
 //! received with a visibility timeout and deleted once handled.
 
 mod memory;
+#[cfg(feature = "sqs")]
 mod sqs;
 
 pub use memory::MemoryQueue;
+#[cfg(feature = "sqs")]
 pub use sqs::SqsQueue;
 
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub struct QueuedMessage {
 #[derive(Clone)]
 pub enum DelayQueue {
     Memory(MemoryQueue),
+    #[cfg(feature = "sqs")]
     Sqs(SqsQueue),
 }
 
@@ -46,6 +49,7 @@ impl DelayQueue {
         }
         match self {
             DelayQueue::Memory(m) => Ok(m.send(body, delay)),
+            #[cfg(feature = "sqs")]
             DelayQueue::Sqs(s) => s.send(body, delay).await,
         }
     }
@@ -54,6 +58,7 @@ impl DelayQueue {
     pub async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<QueuedMessage>, QueueError> {
         match self {
             DelayQueue::Memory(m) => Ok(m.receive(max, wait).await),
+            #[cfg(feature = "sqs")]
             DelayQueue::Sqs(s) => s.receive(max, wait).await,
         }
     }
@@ -64,6 +69,7 @@ impl DelayQueue {
                 m.delete(receipt);
                 Ok(())
             }
+            #[cfg(feature = "sqs")]
             DelayQueue::Sqs(s) => s.delete(receipt).await,
         }
     }
@@ -71,6 +77,7 @@ impl DelayQueue {
     pub async fn ping(&self) -> Result<(), QueueError> {
         match self {
             DelayQueue::Memory(_) => Ok(()),
+            #[cfg(feature = "sqs")]
             DelayQueue::Sqs(s) => s.ping().await,
         }
     }

@@ -107,7 +107,7 @@ impl SqsQueue {
 
 fn classify<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
 where
-    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
     match super::super::aws_failure(&e) {
