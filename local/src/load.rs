@@ -122,25 +122,49 @@ impl Shared {
         let start = Instant::now();
         let result = request.send().await;
         let micros = start.elapsed().as_micros() as u64;
+        let mut backoff = None;
         let (status, json) = match result {
             Ok(response) => {
                 let status = response.status();
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    let after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+                    backoff = Some(Duration::from_secs(after.unwrap_or(1u64).min(5)));
+                }
                 (status, response.json::<Value>().await.unwrap_or(Value::Null))
             }
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, json!({"transport_error": e.to_string()})),
         };
-        let mut record = self.record.lock().unwrap();
-        record.requests += 1;
-        record
-            .latencies
-            .entry(route)
-            .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"))
-            .saturating_record(micros.max(1));
-        *record.statuses.entry(route).or_default().entry(status.as_u16()).or_default() += 1;
-        if status.is_server_error() {
-            record.violations.push(format!("{route} {path}: {status} {json}"));
+        {
+            let mut record = self.record.lock().unwrap();
+            record.requests += 1;
+            record
+                .latencies
+                .entry(route)
+                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"))
+                .saturating_record(micros.max(1));
+            *record.statuses.entry(route).or_default().entry(status.as_u16()).or_default() += 1;
+            if status.is_server_error() {
+                record.violations.push(format!("{route} {path}: {status} {json}"));
+            }
+        }
+        // Rate limited: the API protecting itself, not a fault. Wait as told, like a client.
+        if let Some(wait) = backoff {
+            tokio::time::sleep(wait).await;
         }
         Answer { status, json }
+    }
+
+    /// A GET for the checks after the load: retried while rate limited (each 429 already
+    /// waited its Retry-After), so a throttled check cannot pass for a failed one.
+    async fn fetch(&self, route: &'static str, path: &str) -> Answer {
+        let mut answer = self.call(route, Method::GET, path, None, None).await;
+        for _ in 0..20 {
+            if answer.status != StatusCode::TOO_MANY_REQUESTS {
+                break;
+            }
+            answer = self.call(route, Method::GET, path, None, None).await;
+        }
+        answer
     }
 
     fn violation(&self, what: String) {
@@ -290,9 +314,10 @@ impl Shared {
         }
     }
 
-    /// Records a violation unless `ok`. A transport failure was already recorded as a 503.
+    /// Records a violation unless `ok`. A transport failure was already recorded as a 503;
+    /// a 429 is the API protecting itself (the table counts them).
     fn expect(&self, ok: bool, answer: &Value, what: &str) {
-        if !ok && answer.get("transport_error").is_none() {
+        if !ok && answer.get("transport_error").is_none() && answer["status"] != 429 {
             self.violation(format!("{what}: {answer}"));
         }
     }
@@ -510,7 +535,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     loop {
         let cursor = after.as_ref().map(|a| format!("&starting_after={a}")).unwrap_or_default();
         let path = format!("/v1/payments?limit=100{cursor}");
-        let page = shared.call("GET /v1/payments (check)", Method::GET, &path, None, None).await;
+        let page = shared.fetch("GET /v1/payments (check)", &path).await;
         let data = page.json["data"].as_array().cloned().unwrap_or_default();
         for p in &data {
             let id = p["id"].as_str().unwrap_or_default().to_string();
@@ -532,8 +557,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let mut expected: HashMap<(String, String), u32> = HashMap::new();
     let mut refund_owner: HashMap<String, String> = HashMap::new();
     for id in &payment_ids {
-        let p =
-            shared.call("GET /v1/payments/{id} (check)", Method::GET, &format!("/v1/payments/{id}"), None, None).await;
+        let p = shared.fetch("GET /v1/payments/{id} (check)", &format!("/v1/payments/{id}")).await;
         let key = p.json["metadata"]["load_key"].as_str().unwrap_or_default();
         if !payments_by_key.get(key).is_some_and(|ids| ids.contains(id)) {
             violations.push(format!("{id}: its load_key {key:?} did not answer with it"));
@@ -544,13 +568,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             violations.push(format!("{id}: refunded {refunded} > captured {captured}"));
         }
         let refunds = shared
-            .call(
-                "GET /v1/payments/{id}/refunds (check)",
-                Method::GET,
-                &format!("/v1/payments/{id}/refunds?limit=100"),
-                None,
-                None,
-            )
+            .fetch("GET /v1/payments/{id}/refunds (check)", &format!("/v1/payments/{id}/refunds?limit=100"))
             .await;
         let listed: Vec<&Value> = refunds.json["data"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
         let sum: i64 = listed.iter().filter(|r| r["status"] == "succeeded").filter_map(|r| r["amount"].as_i64()).sum();
