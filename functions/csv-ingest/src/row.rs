@@ -151,6 +151,11 @@ pub const MAX_FIELD: usize = 256;
 /// Trims like `str::trim` (spreadsheets pad with non-breaking spaces), on the fast ASCII
 /// path unless a non-ASCII byte sits at either end.
 fn trim(raw: &[u8]) -> &[u8] {
+    // Most fields start and end with a visible ASCII character: nothing to trim.
+    let visible = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if visible(raw.first()) && visible(raw.last()) {
+        return raw;
+    }
     let ascii = raw.trim_ascii();
     let non_ascii_edge = |b: Option<&u8>| b.is_some_and(|b| !b.is_ascii());
     if non_ascii_edge(ascii.first()) || non_ascii_edge(ascii.last()) {

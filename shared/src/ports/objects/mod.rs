@@ -116,3 +116,20 @@ impl ObjectStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_not_built_in_refuses_every_call_by_name() {
+        let store = ObjectStore::NotBuiltIn;
+        let refused = |e: ObjectError| matches!(&e, ObjectError::Other(m) if m.contains("feature `s3`"));
+        assert!(refused(store.get("k").await.err().unwrap()));
+        assert!(refused(store.head("k").await.err().unwrap()));
+        assert!(refused(store.put("k", b"x".to_vec(), "text/csv").await.err().unwrap()));
+        assert!(refused(store.put_file("k", std::path::Path::new("/dev/null"), "text/csv").await.err().unwrap()));
+        assert!(refused(store.ping().await.err().unwrap()));
+        assert_eq!(store.bucket(), "");
+    }
+}
