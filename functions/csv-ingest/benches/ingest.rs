@@ -46,16 +46,23 @@ fn count_rows(input: &[u8], validate: bool) -> (u64, u64) {
     (n - 1, ok)
 }
 
-/// Best of `runs`, in MiB/s: the machine is shared, the minimum time is the signal.
-fn best_mib_per_s(bytes: &[u8], validate: bool, runs: usize) -> (f64, (u64, u64)) {
-    let mut best = f64::MAX;
-    let mut counts = (0, 0);
+/// Best of `runs` each, in MiB/s, for the raw loop and the validating loop. The machine
+/// is shared, so the minimum time is the signal, and the two loops take turns so that a
+/// noisy stretch slows both rather than one.
+fn best_mib_per_s(bytes: &[u8], runs: usize) -> ((f64, f64), (u64, u64, u64)) {
+    let (mut raw, mut validated) = (f64::MAX, f64::MAX);
+    let mut counts = (0, 0, 0);
     for _ in 0..runs {
         let start = Instant::now();
-        counts = count_rows(bytes, validate);
-        best = best.min(start.elapsed().as_secs_f64());
+        let (raw_rows, _) = count_rows(bytes, false);
+        raw = raw.min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let (rows, valid) = count_rows(bytes, true);
+        validated = validated.min(start.elapsed().as_secs_f64());
+        counts = (raw_rows, rows, valid);
     }
-    (bytes.len() as f64 / 1_048_576.0 / best, counts)
+    let mib = bytes.len() as f64 / 1_048_576.0;
+    ((mib / raw, mib / validated), counts)
 }
 
 async fn connect(suffix: &str) -> Backends {
@@ -117,12 +124,11 @@ async fn main() {
         write_file(&mut file, &payments, Shape { bytes: 10 << 20, errors: 0.01, mismatches: 0.02, seed: 42 }).unwrap();
     println!("\n10 MiB file: {} rows ({} invalid)\n", written.rows, written.bad);
 
-    let (raw, (raw_rows, _)) = best_mib_per_s(&file, false, 5);
-    let (validated, (rows, valid)) = best_mib_per_s(&file, true, 5);
-    assert_eq!((raw_rows, rows, valid), (written.rows, written.rows, written.rows - written.bad));
+    let ((raw, validated), counts) = best_mib_per_s(&file, 7);
+    assert_eq!(counts, (written.rows, written.rows, written.rows - written.bad));
     let ratio = validated / raw;
     let verdict = if ratio >= 0.5 { "met" } else { "MISSED" };
-    println!("{:<46} {:>10.1} MiB/s  (best of 5)", "raw csv byte-record loop", raw);
+    println!("{:<46} {:>10.1} MiB/s  (best of 7, taking turns)", "raw csv byte-record loop", raw);
     println!("{:<46} {:>10.1} MiB/s  ({ratio:.2}x raw; goal >= 0.5x: {verdict})", "parse + validate", validated);
 
     // End to end on the real services, in a child process.

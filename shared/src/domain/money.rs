@@ -203,40 +203,34 @@ pub fn parse_decimal_ascii(text: &[u8], currency: Currency) -> Result<i64, Money
         Some((b'+', rest)) => (false, rest),
         _ => (false, text),
     };
-    let (mut whole_digits, mut fraction_digits, mut dot) = (0usize, 0usize, false);
-    // At most 19 significant digits are accumulated, which a u64 holds; more can only be
-    // out of range, and that verdict waits until the grammar is checked.
+    // Saturating arithmetic: a value past u64 saturates to a value past `Amount::MAX`, so
+    // it is out of range either way, and that verdict waits until the grammar is checked.
     let mut value: u64 = 0;
-    let mut significant = 0usize;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                if dot {
-                    fraction_digits += 1;
-                } else {
-                    whole_digits += 1;
-                }
-                if value > 0 || b != b'0' {
-                    significant += 1;
-                }
-                if significant <= 19 {
-                    value = value * 10 + u64::from(b - b'0');
-                }
-            }
-            b'.' if !dot => dot = true,
-            _ => return Err(MoneyError::NotDecimal),
+    let mut dot_at: Option<usize> = None;
+    for (i, &b) in digits.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit < 10 {
+            value = value.saturating_mul(10).saturating_add(u64::from(digit));
+        } else if b == b'.' && dot_at.is_none() {
+            dot_at = Some(i);
+        } else {
+            return Err(MoneyError::NotDecimal);
         }
     }
-    if whole_digits + fraction_digits == 0 || (dot && fraction_digits == 0) {
+    let (whole_digits, fraction_digits) = match dot_at {
+        Some(at) => (at, digits.len() - at - 1),
+        None => (digits.len(), 0),
+    };
+    if whole_digits + fraction_digits == 0 || (dot_at.is_some() && fraction_digits == 0) {
         return Err(MoneyError::NotDecimal);
     }
     let exponent = currency.exponent();
     if fraction_digits > usize::from(exponent) {
         return Err(MoneyError::TooPrecise { exponent });
     }
-    let scaled = value.checked_mul(10u64.pow(u32::from(exponent) - fraction_digits as u32));
-    let value = match scaled.map(i64::try_from) {
-        Some(Ok(v)) if significant <= 19 && v <= Amount::MAX => v,
+    let value = value.saturating_mul(10u64.pow(u32::from(exponent) - fraction_digits as u32));
+    let value = match i64::try_from(value) {
+        Ok(v) if v <= Amount::MAX => v,
         _ => return Err(MoneyError::OutOfRange { max: Amount::MAX }),
     };
     Ok(if negative { -value } else { value })
@@ -292,6 +286,14 @@ mod tests {
             parse_decimal_minor_units("99999999999999999999", c("USD")),
             Err(MoneyError::OutOfRange { .. })
         ));
+        // Past u64, past the bound by one, and leading zeros that are no value at all.
+        let out_of_range = Err(MoneyError::OutOfRange { max: Amount::MAX });
+        assert_eq!(parse_decimal_minor_units("184467440737095516160", c("USD")), out_of_range);
+        assert_eq!(parse_decimal_minor_units("10000000000000.01", c("USD")), out_of_range);
+        assert_eq!(parse_decimal_minor_units("10000000000000.00", c("USD")), Ok(Amount::MAX));
+        assert_eq!(parse_decimal_minor_units("0000000000000000000000000012.5", c("USD")), Ok(1250));
+        // Grammar first: a bad character after an overflow is still not a decimal.
+        assert_eq!(parse_decimal_minor_units("99999999999999999999x", c("USD")), Err(MoneyError::NotDecimal));
     }
 
     #[test]
