@@ -81,15 +81,7 @@ impl Backends {
         let kv = RedisKv::new(redis_url.expose(), extra_ca.as_deref(), timeout).context("SETTLE_REDIS_URL")?;
         let bus = RabbitBus::new(amqp_url.expose(), extra_ca.as_deref(), timeout);
 
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(timeout)
-                    .operation_attempt_timeout(timeout * 2)
-                    .build(),
-            )
-            .load()
-            .await;
+        let sdk = crate::aws::load_sdk_config(Some(timeout)).await;
         #[cfg(feature = "sqs")]
         let retry_queue = config.retry_queue_url.as_deref().map(|url| DelayQueue::Sqs(SqsQueue::new(&sdk, url)));
         #[cfg(not(feature = "sqs"))]

@@ -382,8 +382,7 @@ pub async fn from_process_env(default_backend: Backend) -> Result<Config, Config
     let secret_values = if ids.is_empty() {
         None
     } else {
-        crate::tls::install_crypto_provider();
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = crate::aws::load_sdk_config(None).await;
         let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
         let no_secrets = Sources { env: &env, secrets: None };
         let ttl = Duration::from_secs(no_secrets.parse("SETTLE_SECRETS_TTL_SECS", 300)?);

@@ -4,6 +4,7 @@
 //! Secrets Manager.
 
 pub mod auth;
+pub mod aws;
 pub mod backends;
 pub mod config;
 pub mod domain;

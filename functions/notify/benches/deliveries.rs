@@ -45,7 +45,7 @@ async fn main() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = settle_shared::aws::load_sdk_config(None).await;
     let queue =
         SqsQueue::ensure(&sdk, &format!("bench-retries-{suffix}")).await.expect("SQS emulator (scripts/services)");
     let config = settle_shared::config::loopback_config(&[

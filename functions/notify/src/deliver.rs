@@ -32,10 +32,28 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// TLS for webhook endpoints: Mozilla's root set, compiled in (webpki-roots). The platform
+/// verifier reqwest uses by default reads every certificate file of the system at client
+/// construction, which was most of the notifier's cold start; merchants' endpoints are
+/// public HTTPS servers, which Mozilla's roots are the reference for.
+fn webhook_tls() -> Option<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().ok()?;
+    Some(config.with_root_certificates(roots).with_no_client_auth())
+}
+
 /// The HTTP client, built once per cold start: connections are reused across
-/// invocations.
-pub fn client(policy: UrlPolicy, timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// invocations. An error fails the cold start: no client without the guarded resolver.
+pub fn client(policy: UrlPolicy, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    let builder = match webhook_tls() {
+        Some(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls),
+        None => {
+            tracing::warn!("webhook TLS falls back to the platform's roots: aws-lc offered no TLS version");
+            reqwest::Client::builder()
+        }
+    };
+    builder
         .user_agent(USER_AGENT)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -46,7 +64,6 @@ pub fn client(policy: UrlPolicy, timeout: Duration) -> reqwest::Client {
         // A proxy would resolve names itself, past the guarded resolver.
         .no_proxy()
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// What one attempt came to.
@@ -123,5 +140,23 @@ pub async fn post(
                 retry_after: None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_client_takes_the_compiled_in_roots() {
+        let tls = webhook_tls().expect("aws-lc offers TLS 1.2 and 1.3");
+        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
+        // reqwest refuses a preconfigured TLS value it does not recognise (another rustls
+        // version, say): building must succeed with this one, or no client is made.
+        let built = reqwest::Client::builder().tls_backend_preconfigured(tls).build();
+        assert!(built.is_ok(), "{built:?}");
+        let mismatched = reqwest::Client::builder().tls_backend_preconfigured("not a TLS config").build();
+        assert!(mismatched.is_err(), "an unknown TLS value must fail, not fall back silently");
+        assert!(client(UrlPolicy { allow_private: false }, Duration::from_secs(1)).is_ok());
     }
 }

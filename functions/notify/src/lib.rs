@@ -175,7 +175,7 @@ impl Notifier {
         };
         let policy = UrlPolicy { allow_private: config.webhooks.allow_private };
         Ok(Notifier {
-            http: deliver::client(policy, config.webhooks.timeout),
+            http: deliver::client(policy, config.webhooks.timeout)?,
             sealer: SecretBox::new(&master),
             settings: config.webhooks.clone(),
             policy,

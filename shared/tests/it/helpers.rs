@@ -29,8 +29,7 @@ pub fn unique(prefix: &str) -> String {
 /// The AWS SDK configuration for the emulator (the environment, with `.cargo/config.toml`
 /// supplying loopback defaults).
 pub async fn sdk() -> aws_config::SdkConfig {
-    settle_shared::tls::install_crypto_provider();
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    settle_shared::aws::load_sdk_config(None).await
 }
 
 /// Fails the test with the service's name and how to start it.

@@ -100,7 +100,7 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = settle_shared::aws::load_sdk_config(None).await;
         let queue = SqsQueue::ensure(&sdk, &unique("it-retries")).await.expect("SQS emulator (scripts/services)");
         let config = settle_shared::config::loopback_config(&[
             ("SETTLE_MONGODB_DATABASE", unique("notify")),
