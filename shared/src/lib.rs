@@ -9,6 +9,7 @@ pub mod backends;
 pub mod config;
 pub mod domain;
 pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod ports;
 pub mod problem;

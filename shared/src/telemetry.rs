@@ -46,11 +46,13 @@ pub fn take_cold_start() -> bool {
 /// The span every invocation runs in. `request_id` is Lambda's (or a generated one
 /// locally); `correlation_id` follows a request across functions.
 pub fn invocation_span(function: &str, request_id: &str, correlation_id: &str) -> tracing::Span {
+    let cold_start = take_cold_start();
+    crate::metrics::cold_start(function, cold_start);
     tracing::info_span!(
         "invocation",
         function = %function,
         request_id = %request_id,
-        cold_start = take_cold_start(),
+        cold_start = cold_start,
         correlation_id = %correlation_id,
     )
 }

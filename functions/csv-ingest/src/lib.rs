@@ -77,6 +77,7 @@ impl Ingestor {
     /// Handles every record of one S3 event. An unreachable object store fails the whole
     /// invocation, so that Lambda's retry for asynchronous invocations runs it again.
     pub async fn handle_s3_event(&self, event: S3Event) -> Result<IngestReport, IngestError> {
+        settle_shared::metrics::cold_start(FUNCTION, settle_shared::telemetry::take_cold_start());
         let mut report = IngestReport::default();
         for record in &event.records {
             let outcome = self.ingest_record(record).await?;
@@ -96,11 +97,42 @@ impl Ingestor {
             return Ok(ObjectOutcome::Ignored { key, reason: format!("bucket {bucket} is not the configured one") });
         }
         let Some(meta) = self.backends.objects.head(&key).await? else { return Ok(ObjectOutcome::Missing { key }) };
+        let started = std::time::Instant::now();
         let summary = pipeline::ingest_object(&self.backends, &key, &meta)
             .await
             .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+        record_ingest(&summary, &key, meta.size, started.elapsed());
         Ok(ObjectOutcome::Received { bucket, key, size: meta.size, etag: meta.etag, summary })
     }
+}
+
+/// The function's name in metrics.
+const FUNCTION: &str = "csv-ingest";
+
+/// EMF: `SettlementRows` by `Outcome` (matched, amount_mismatch, …), `Rejects`, and the
+/// run's throughput (`IngestRowsPerSecond`, `IngestBytesPerSecond`). A redelivery that
+/// found the file already ingested counts nothing again.
+fn record_ingest(summary: &pipeline::IngestSummary, key: &str, size: u64, took: std::time::Duration) {
+    use settle_shared::metrics::{emit, Measure, Unit};
+    if summary.status == "already_ingested" {
+        return;
+    }
+    let file = [("key", serde_json::json!(key))];
+    for (outcome, rows) in &summary.outcomes {
+        emit(FUNCTION, &[("Outcome", outcome)], &[Measure::count("SettlementRows", *rows)], &file);
+    }
+    let seconds = took.as_secs_f64().max(1e-3);
+    emit(
+        FUNCTION,
+        &[],
+        &[
+            Measure::count("Rejects", summary.rejects),
+            Measure::count("RejectedFiles", u64::from(summary.status == "rejected")),
+            Measure { name: "IngestRowsPerSecond", value: summary.rows as f64 / seconds, unit: Unit::CountPerSecond },
+            Measure { name: "IngestBytesPerSecond", value: size as f64 / seconds, unit: Unit::BytesPerSecond },
+        ],
+        &file,
+    );
 }
 
 /// The object key, decoded: S3 events carry keys form-URL-encoded (`+` for a space,

@@ -429,6 +429,7 @@ impl Notifier {
             "response_excerpt": result.excerpt, "error": result.error, "next_retry_at": next_retry_at,
         });
         docs.insert(ATTEMPTS, doc(log)).await?;
+        record_delivery(&outcome, result.duration, &delivery.event_id);
         Ok(outcome)
     }
 
@@ -523,6 +524,20 @@ impl Notifier {
 
     pub async fn handle_retry(&self, message: &RetryMessage) -> Result<Option<DeliveryOutcome>, NotifyError> {
         let remaining = message.due_at - now_ms();
+        if remaining <= 0 {
+            // How late past its due time the retry queue handed this attempt over.
+            let lag = Duration::from_millis(remaining.unsigned_abs());
+            settle_shared::metrics::emit(
+                FUNCTION,
+                &[],
+                &[settle_shared::metrics::Measure {
+                    name: "RetryQueueLag",
+                    value: lag.as_secs_f64() * 1000.0,
+                    unit: settle_shared::metrics::Unit::Milliseconds,
+                }],
+                &[("delivery_id", json!(message.delivery_id))],
+            );
+        }
         if remaining > 1000 {
             // Not due yet (waits longer than SQS's 15-minute maximum): back on the queue.
             self.schedule(&message.delivery_id, message.attempt, message.due_at).await?;
@@ -532,10 +547,37 @@ impl Notifier {
     }
 }
 
+/// EMF: `Deliveries` by `Outcome`, the attempt number it took (`DeliveryAttempt`) and how
+/// long the receiver took (`DeliveryDuration`).
+fn record_delivery(outcome: &DeliveryOutcome, duration: Duration, event_id: &str) {
+    use settle_shared::metrics::{emit, Measure, Unit};
+    let (name, attempt) = match outcome {
+        DeliveryOutcome::Delivered { attempt, .. } => ("delivered", *attempt),
+        DeliveryOutcome::Retrying { attempt, .. } => ("retrying", *attempt),
+        DeliveryOutcome::Dead { attempt, .. } => ("dead", *attempt),
+        DeliveryOutcome::Disabled { attempt, .. } => ("disabled", *attempt),
+        DeliveryOutcome::Skipped { .. } => return,
+    };
+    emit(
+        FUNCTION,
+        &[("Outcome", name)],
+        &[
+            Measure::count("Deliveries", 1),
+            Measure { name: "DeliveryAttempt", value: f64::from(attempt), unit: Unit::Count },
+            Measure { name: "DeliveryDuration", value: duration.as_secs_f64() * 1000.0, unit: Unit::Milliseconds },
+        ],
+        &[("event_id", json!(event_id))],
+    );
+}
+
+/// The function's name in metrics.
+const FUNCTION: &str = "notify";
+
 /// One invocation: the `aws:rmq` event from Amazon MQ, or the retry queue's SQS event
 /// (answered with a partial batch response).
 pub async fn dispatch(notifier: &Notifier, payload: serde_json::Value) -> Result<serde_json::Value, NotifyError> {
     let bad = |e: serde_json::Error| NotifyError::Internal(format!("unrecognised event: {e}"));
+    settle_shared::metrics::cold_start(FUNCTION, settle_shared::telemetry::take_cold_start());
     if payload.get("rmqMessagesByQueue").is_some() {
         let event: RabbitMqEvent = serde_json::from_value(payload).map_err(bad)?;
         let report = notifier.handle_batch(event).await?;

@@ -131,7 +131,7 @@ where
     };
 
     if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-        return replay(state, &stored, &fp);
+        return replay(state, &stored, &fp, &key);
     }
     let owner = uuid::Uuid::new_v4().to_string();
     let deadline = Instant::now() + WAIT_FOR_OWNER;
@@ -142,7 +142,7 @@ where
         // Someone else holds the key: wait for their response to replay it.
         tokio::time::sleep(Duration::from_millis(25)).await;
         if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-            return replay(state, &stored, &fp);
+            return replay(state, &stored, &fp, &key);
         }
         if Instant::now() >= deadline {
             return Err(ApiError::IdempotencyKeyInUse);
@@ -151,7 +151,7 @@ where
     // Between our first look and taking the lock, the previous owner may have finished.
     if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
         kv.delete_if_equals(&lock_key, owner.as_bytes()).await.ok();
-        return replay(state, &stored, &fp);
+        return replay(state, &stored, &fp, &key);
     }
 
     let response = match execute(key).await {
@@ -186,11 +186,12 @@ where
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-fn replay(state: &AppState, stored: &[u8], fingerprint: &str) -> Result<Response, ApiError> {
+fn replay(state: &AppState, stored: &[u8], fingerprint: &str, key: &str) -> Result<Response, ApiError> {
     let stored: Stored = serde_json::from_slice(stored).map_err(|e| ApiError::Internal(e.into()))?;
     if stored.fingerprint != fingerprint {
         return Err(ApiError::IdempotencyKeyReused);
     }
+    crate::count(state, "IdempotentReplays", &[], &[("idempotency_key", serde_json::json!(key))]);
     let opened = state.secret_box.open(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
     let body =
         base64::engine::general_purpose::STANDARD.decode(opened.expose()).map_err(|e| ApiError::Internal(e.into()))?;

@@ -173,6 +173,22 @@ fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     ok.then(|| value.to_string())
 }
 
+/// One EMF record counting one `metric` (see `settle_shared::metrics`), under this
+/// function's name, with `dimensions` and searchable `properties`.
+pub(crate) fn count(
+    state: &AppState,
+    metric: &str,
+    dimensions: &[(&str, &str)],
+    properties: &[(&str, serde_json::Value)],
+) {
+    settle_shared::metrics::emit(
+        &state.config.function_name,
+        dimensions,
+        &[settle_shared::metrics::Measure::count(metric, 1)],
+        properties,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

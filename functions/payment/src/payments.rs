@@ -278,6 +278,12 @@ pub async fn create_payment(
             }
             state.outbox.publish_committed(state, &events).await;
             cache_payment(state, &record).await;
+            crate::count(
+                state,
+                "Payments",
+                &[("Outcome", record.status.as_str()), ("Currency", &record.currency)],
+                &[("payment_id", serde_json::json!(record.id))],
+            );
             let location = format!("/v1/payments/{}", record.id);
             Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
         }

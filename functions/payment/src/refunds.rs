@@ -147,6 +147,19 @@ pub async fn create_refund(
                 Ok(()) => {
                     state.outbox.publish_committed(state, &events).await;
                     cache_payment(state, &next).await;
+                    settle_shared::metrics::emit(
+                        &state.config.function_name,
+                        &[("Currency", &record.currency)],
+                        &[
+                            settle_shared::metrics::Measure::count("Refunds", 1),
+                            settle_shared::metrics::Measure {
+                                name: "RefundAmount",
+                                value: record.amount as f64,
+                                unit: settle_shared::metrics::Unit::None,
+                            },
+                        ],
+                        &[("payment_id", serde_json::json!(payment.id)), ("refund_id", serde_json::json!(record.id))],
+                    );
                     let location = format!("/v1/payments/{}/refunds/{}", payment.id, record.id);
                     return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response());
                 }

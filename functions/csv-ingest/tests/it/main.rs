@@ -88,10 +88,23 @@ async fn a_file_is_reconciled_reported_and_published_once() {
     let mut events = b.bus.subscribe(&b.topology.queue, 100).await.unwrap();
     let key = "settlements/incoming/day 1.csv";
     b.objects.put(key, file().into_bytes(), "text/csv").await.unwrap();
+    let metrics = settle_shared::metrics::capture();
 
     let summary = ingest(&b, key).await;
     assert_eq!(summary.status, "ingested");
     assert_eq!((summary.rows, summary.rejects), (7, 3));
+    // EMF: rows per outcome, rejects and throughput, one line each, as CloudWatch parses them.
+    let records = settle_shared::metrics::captured_with(&metrics, "key", key);
+    let by_outcome: Vec<(String, f64)> = records
+        .iter()
+        .filter_map(|r| Some((r.get("Outcome")?.as_str()?.to_string(), r["SettlementRows"].as_f64()?)))
+        .collect();
+    let expected: Vec<(String, f64)> = outcomes(&summary).into_iter().map(|(o, n)| (o, n as f64)).collect();
+    assert_eq!(by_outcome, expected);
+    let totals: Vec<_> = records.iter().filter(|r| r.contains_key("Rejects")).collect();
+    assert_eq!(totals.len(), 1);
+    assert_eq!((totals[0]["Rejects"].as_f64(), totals[0]["RejectedFiles"].as_f64()), (Some(3.0), Some(0.0)));
+    assert!(totals[0]["IngestRowsPerSecond"].as_f64().unwrap() > 0.0);
     assert_eq!(
         outcomes(&summary),
         [
@@ -136,6 +149,8 @@ async fn a_file_is_reconciled_reported_and_published_once() {
     // The same S3 event again: a no-op, no new events, same aggregates.
     let again = ingest(&b, key).await;
     assert_eq!(again.status, "already_ingested");
+    let counted = settle_shared::metrics::captured_with(&metrics, "key", key).len();
+    assert_eq!(counted, records.len(), "a redelivery counts no rows again");
     assert_eq!(outcomes(&again), outcomes(&summary));
     assert!(tokio::time::timeout(Duration::from_secs(2), events.next()).await.is_err(), "redelivery published events");
     assert_eq!(b.documents.find(AGGREGATES, &q).await.unwrap(), aggs);

@@ -222,6 +222,7 @@ async fn deliveries_are_signed_and_verify_with_every_live_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_retry_on_the_schedule_then_dead_letter() {
+    let metrics = settle_shared::metrics::capture();
     let h = Harness::new().await;
     let (receiver, addr) = Receiver::start().await;
     let secret = generate_secret();
@@ -256,6 +257,18 @@ async fn failures_retry_on_the_schedule_then_dead_letter() {
     assert!(attempts.iter().all(|a| a["status_code"] == 500 && a["duration_ms"].is_i64()));
     let letters = h.backends.documents.find(DEAD_LETTERS, &q).await.unwrap();
     assert_eq!(letters.len(), 1);
+    // EMF: one Deliveries record per attempt, by outcome, with its attempt number.
+    let mut recorded: Vec<(String, f64)> = settle_shared::metrics::captured_with(&metrics, "event_id", &event.id)
+        .iter()
+        .map(|r| (r["Outcome"].as_str().unwrap().to_string(), r["DeliveryAttempt"].as_f64().unwrap()))
+        .collect();
+    recorded.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let expected = [("dead", 4.0), ("delivered", 3.0), ("retrying", 1.0), ("retrying", 1.0), ("retrying", 2.0)]
+        .into_iter()
+        .chain([("retrying", 2.0), ("retrying", 3.0)])
+        .map(|(o, a)| (o.to_string(), a))
+        .collect::<Vec<_>>();
+    assert_eq!(recorded, expected);
 
     // Resend after the receiver recovers: same webhook-id, delivered.
     let message = settle_shared::webhooks::RetryMessage {
@@ -266,6 +279,8 @@ async fn failures_retry_on_the_schedule_then_dead_letter() {
     };
     let outcome = h.notifier.handle_retry(&message).await.unwrap().unwrap();
     assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");
+    let lags = settle_shared::metrics::captured_with(&metrics, "delivery_id", &message.delivery_id);
+    assert!(!lags.is_empty() && lags.iter().all(|r| r["RetryQueueLag"].as_f64().is_some_and(|ms| ms >= 0.0)));
     assert_eq!(receiver.at("flaky2").last().unwrap().headers["webhook-id"].to_str().unwrap(), event.id);
 }
 

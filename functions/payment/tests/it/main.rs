@@ -9,6 +9,7 @@ mod events;
 mod fuzz;
 mod idempotency;
 mod input;
+mod metrics;
 mod payments;
 mod refunds;
 mod settlements;
