@@ -8,6 +8,7 @@ pub mod rmq_bridge;
 pub mod s3_feed;
 pub mod sample_events;
 pub mod stack;
+pub mod tap;
 pub mod tools;
 
 pub use stack::{LocalStack, Observation, StackOptions};

@@ -378,30 +378,20 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 .await
                 .map_err(|e| anyhow::anyhow!("event tap on {}: {e}", options.exchange))?;
             let seen = seen.clone();
-            Some(tokio::spawn(async move {
-                // Consumes until aborted, subscribing again after a broker outage. A message
-                // redelivered because its ack was lost is the tap's duplicate, not the
-                // publisher's: it is dropped here.
-                let mut taken = HashSet::new();
-                loop {
-                    if let Ok(mut sub) = bus.subscribe(&queue, 500).await {
-                        while let Some(Ok(d)) = sub.next().await {
-                            let e: Value = serde_json::from_slice(&d.body).unwrap_or_default();
-                            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                            if !(d.redelivered && taken.contains(&text("id"))) {
-                                taken.insert(text("id"));
-                                seen.lock().unwrap().push(Seen {
-                                    id: text("id"),
-                                    event_type: text("type"),
-                                    subject: text("subject"),
-                                    sequence: e["sequence"].as_i64(),
-                                    payment: e["data"]["payment_id"].as_str().map(str::to_string),
-                                });
-                            }
-                            let _ = d.ack().await;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+            // A message redelivered because its ack was lost is the tap's duplicate, not
+            // the publisher's: it is dropped here.
+            let mut taken = HashSet::new();
+            Some(crate::tap::follow(bus, queue, move |e, redelivered| {
+                let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                if !(redelivered && taken.contains(&text("id"))) {
+                    taken.insert(text("id"));
+                    seen.lock().unwrap().push(Seen {
+                        id: text("id"),
+                        event_type: text("type"),
+                        subject: text("subject"),
+                        sequence: e["sequence"].as_i64(),
+                        payment: e["data"]["payment_id"].as_str().map(str::to_string),
+                    });
                 }
             }))
         }
@@ -761,4 +751,15 @@ fn table(shared: &Shared, elapsed: Duration, counts: &Counts, options: &LoadOpti
         out += &format!("  {v}\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_load_subscribes_only_to_event_types_settle_publishes() {
+        let published = settle_shared::domain::event::EVENT_TYPES;
+        for t in super::DELIVERED_TYPES {
+            assert!(published.contains(t), "{t} is not an event type Settle publishes");
+        }
+    }
 }

@@ -45,9 +45,7 @@ pub fn take_cold_start() -> bool {
 
 /// The span every invocation runs in. `request_id` is Lambda's (or a generated one
 /// locally); `correlation_id` follows a request across functions.
-pub fn invocation_span(function: &str, request_id: &str, correlation_id: &str) -> tracing::Span {
-    let cold_start = take_cold_start();
-    crate::metrics::cold_start(function, cold_start);
+pub fn invocation_span(function: &str, request_id: &str, correlation_id: &str, cold_start: bool) -> tracing::Span {
     tracing::info_span!(
         "invocation",
         function = %function,

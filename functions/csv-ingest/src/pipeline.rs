@@ -12,6 +12,7 @@ use crate::row::{check_header, parse_row, Reject, RowType, SettlementRow};
 use serde::Serialize;
 use serde_json::{json, Value};
 use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
+use settle_shared::domain::money::Currency;
 use settle_shared::ports::documents::{Document, StoreError};
 use settle_shared::ports::events::OutgoingMessage;
 use settle_shared::ports::objects::ObjectMeta;
@@ -89,12 +90,39 @@ impl From<StoreError> for PipelineError {
 
 /// What the parsing thread sends (in chunks of up to [`CHUNK`]).
 enum Parsed {
-    Row(SettlementRow, u64),
+    /// A valid row, its record number and the line it starts on.
+    Row(SettlementRow, u64, u64),
     Reject(Reject),
     /// The file cannot be read as a settlement file at all.
     Fatal(String),
     /// Reading the body failed (the connection to S3, not the file): retry the run.
     Unreadable(String),
+}
+
+/// Running amount totals per merchant, currency, UTC day and row type: the sums the
+/// aggregates store. One that would pass `i64` (about 9,200 rows at the largest amount a
+/// row may carry) rejects its row instead of wrapping round: a stored total is exact or
+/// absent, never wrong.
+#[derive(Default)]
+struct DayTotals(HashMap<(String, Currency, i64, RowType), i64>);
+
+impl DayTotals {
+    fn add(&mut self, row: &SettlementRow) -> Result<(), String> {
+        let day = row.settled_at().timestamp().div_euclid(86_400);
+        let key = (row.merchant_id().to_string(), row.currency, day, row.row_type);
+        let total = self.0.entry(key).or_default();
+        match total.checked_add(row.amount) {
+            Some(sum) => {
+                *total = sum;
+                Ok(())
+            }
+            None => Err(format!(
+                "amount: the day's {} total for this merchant in {} would pass the largest sum Settle stores",
+                row.row_type.as_str(),
+                row.currency.code()
+            )),
+        }
+    }
 }
 
 /// Sums per merchant, currency and day.
@@ -192,10 +220,16 @@ pub async fn ingest_object_with(
     let mut aggregates: HashMap<(String, String, String), Aggregate> = HashMap::new();
     let mut mismatches: Vec<(u64, SettlementRow, Outcome)> = Vec::new();
     let mut batch: Vec<(SettlementRow, u64)> = Vec::with_capacity(BATCH);
+    let mut totals = DayTotals::default();
     while let Some(chunk) = rx.recv().await {
         for item in chunk {
             match item {
-                Parsed::Row(row, line) => {
+                Parsed::Row(row, record, line) => {
+                    if let Err(reason) = totals.add(&row) {
+                        summary.rejects += 1;
+                        rejects.write(&Reject { record, line, column: Some(6), reason })?;
+                        continue;
+                    }
                     batch.push((row, line));
                     if batch.len() >= BATCH {
                         flush(backends, &ledger_id, &mut batch, &mut summary, &mut aggregates, &mut mismatches).await?;
@@ -312,7 +346,7 @@ fn parse_stream(body: impl Read, gzipped: bool, tx: mpsc::Sender<Vec<Parsed>>, p
             Ok(true) if number == 0 => check_header(&record).err(),
             Ok(true) => {
                 chunk.push(match parse_row(&record, number) {
-                    Ok(row) => Parsed::Row(row, record.position().map_or(number, |p| p.line())),
+                    Ok(row) => Parsed::Row(row, number, record.position().map_or(number, |p| p.line())),
                     Err(reject) => Parsed::Reject(reject),
                 });
                 None
@@ -560,4 +594,34 @@ async fn publish_ingested(
     e.id = event_id(&[ledger_id, "ingested"]);
     e.subject = Some(key.to_string());
     send(backends, e).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(merchant: &str, amount: &str, at: &str) -> SettlementRow {
+        let mut record = csv::ByteRecord::new();
+        for field in ["s1", "pay_1", "gw_1", merchant, "charge", amount, "USD", "0", amount, at] {
+            record.push_field(field.as_bytes());
+        }
+        parse_row(&record, 1).unwrap()
+    }
+
+    #[test]
+    fn a_day_total_that_would_pass_i64_rejects_its_row_instead_of_wrapping() {
+        let mut totals = DayTotals::default();
+        let largest = row("m_1", "10000000000000.00", "2026-11-27T06:00:00Z");
+        assert_eq!(largest.amount, settle_shared::domain::money::Amount::MAX);
+        for _ in 0..i64::MAX / largest.amount {
+            totals.add(&largest).unwrap();
+        }
+        let refused = totals.add(&largest).unwrap_err();
+        assert!(refused.starts_with("amount: the day's charge total"), "{refused}");
+        assert!(totals.add(&largest).is_err(), "the total stays where it was");
+        // Another day, another merchant, or an amount that brings the total down still adds.
+        totals.add(&row("m_1", "10000000000000.00", "2026-11-28T00:00:00Z")).unwrap();
+        totals.add(&row("m_2", "10000000000000.00", "2026-11-27T23:59:59Z")).unwrap();
+        totals.add(&row("m_1", "-1.00", "2026-11-27T12:00:00+01:00")).unwrap();
+    }
 }

@@ -149,7 +149,7 @@ async fn throttle(
     match state.backends.kv.throttle(&key, limit).await {
         Ok(t) if t.allowed => Ok(Some(t)),
         Ok(t) => {
-            crate::count(state, "RateLimited", &[("Class", class)], &[("limited", serde_json::json!(who))]);
+            crate::count("RateLimited", &[("Class", class)], &[("limited", serde_json::json!(who))]);
             let mut headers = axum::http::HeaderMap::new();
             add_rate_limit_headers(&mut headers, class, limit, &t);
             let headers = headers.iter().filter_map(|(n, v)| Some((n.clone(), v.to_str().ok()?.to_string()))).collect();

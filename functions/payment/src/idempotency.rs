@@ -191,7 +191,7 @@ fn replay(state: &AppState, stored: &[u8], fingerprint: &str, key: &str) -> Resu
     if stored.fingerprint != fingerprint {
         return Err(ApiError::IdempotencyKeyReused);
     }
-    crate::count(state, "IdempotentReplays", &[], &[("idempotency_key", serde_json::json!(key))]);
+    crate::count("IdempotentReplays", &[], &[("idempotency_key", serde_json::json!(key))]);
     let opened = state.secret_box.open(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
     let body =
         base64::engine::general_purpose::STANDARD.decode(opened.expose()).map_err(|e| ApiError::Internal(e.into()))?;

@@ -151,7 +151,9 @@ async fn trace_request(State(state): State<AppState>, request: Request, next: Ne
         .or_else(|| header_id(request.headers(), &REQUEST_ID))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let correlation_id = header_id(request.headers(), &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-    let span = telemetry::invocation_span(&state.config.function_name, &request_id, &correlation_id);
+    let cold_start = telemetry::take_cold_start();
+    settle_shared::metrics::cold_start(METRICS_FUNCTION, cold_start);
+    let span = telemetry::invocation_span(&state.config.function_name, &request_id, &correlation_id, cold_start);
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -173,16 +175,15 @@ fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     ok.then(|| value.to_string())
 }
 
+/// The `Function` dimension of this function's metrics: stable across deployments, unlike
+/// the Lambda function's name, so that the template's dashboard and alarms can name it.
+pub(crate) const METRICS_FUNCTION: &str = "payment";
+
 /// One EMF record counting one `metric` (see `settle_shared::metrics`), under this
 /// function's name, with `dimensions` and searchable `properties`.
-pub(crate) fn count(
-    state: &AppState,
-    metric: &str,
-    dimensions: &[(&str, &str)],
-    properties: &[(&str, serde_json::Value)],
-) {
+pub(crate) fn count(metric: &str, dimensions: &[(&str, &str)], properties: &[(&str, serde_json::Value)]) {
     settle_shared::metrics::emit(
-        &state.config.function_name,
+        METRICS_FUNCTION,
         dimensions,
         &[settle_shared::metrics::Measure::count(metric, 1)],
         properties,

@@ -279,7 +279,6 @@ pub async fn create_payment(
             state.outbox.publish_committed(state, &events).await;
             cache_payment(state, &record).await;
             crate::count(
-                state,
                 "Payments",
                 &[("Outcome", record.status.as_str()), ("Currency", &record.currency)],
                 &[("payment_id", serde_json::json!(record.id))],

@@ -148,7 +148,7 @@ pub async fn create_refund(
                     state.outbox.publish_committed(state, &events).await;
                     cache_payment(state, &next).await;
                     settle_shared::metrics::emit(
-                        &state.config.function_name,
+                        crate::METRICS_FUNCTION,
                         &[("Currency", &record.currency)],
                         &[
                             settle_shared::metrics::Measure::count("Refunds", 1),

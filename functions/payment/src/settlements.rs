@@ -52,10 +52,16 @@ pub async fn summary(
         .limit(10_000);
     let docs = state.backends.documents.find(AGGREGATES, &query).await?;
     let mut currencies: Map<String, Value> = Map::new();
+    // Exact or refused: a total past i64 (thousands of files' worth of the largest
+    // amounts) is an error naming itself, never a wrapped-round number.
+    let mut overflow = false;
     for d in docs {
         let currency = d.get("currency").and_then(Value::as_str).unwrap_or("XXX").to_string();
         let entry = currencies.entry(currency).or_insert_with(|| json!({"count": 0, "by_type": {}, "by_outcome": {}}));
-        let add = |slot: &mut Value, n: i64| *slot = json!(slot.as_i64().unwrap_or(0) + n);
+        let mut add = |slot: &mut Value, n: i64| match slot.as_i64().unwrap_or(0).checked_add(n) {
+            Some(sum) => *slot = json!(sum),
+            None => overflow = true,
+        };
         add(&mut entry["count"], d.get("count").and_then(Value::as_i64).unwrap_or(0));
         for (t, pair) in d.get("by_type").and_then(Value::as_object).into_iter().flatten() {
             let slot = &mut entry["by_type"][t];
@@ -68,6 +74,9 @@ pub async fn summary(
         for (o, n) in d.get("by_outcome").and_then(Value::as_object).into_iter().flatten() {
             add(&mut entry["by_outcome"][o], n.as_i64().unwrap_or(0));
         }
+    }
+    if overflow {
+        return Err(ApiError::Conflict("this day's totals pass the largest sum Settle can report"));
     }
     let body = json!({"object": "settlement_summary", "merchant_id": merchant.as_str(), "date": date, "currencies": currencies});
     if let Ok(bytes) = serde_json::to_vec(&body) {

@@ -146,18 +146,9 @@ async fn tap(stack: &Stack) -> Seen {
     bus.declare_tap(&stack.stack.backends.topology.exchange, &queue, Duration::from_secs(600)).await.unwrap();
     let seen: Seen = Arc::default();
     let out = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Ok(mut sub) = bus.subscribe(&queue, 500).await {
-                while let Some(Ok(d)) = sub.next().await {
-                    let e: Value = serde_json::from_slice(&d.body).unwrap_or_default();
-                    let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                    out.lock().unwrap().push((field("id"), field("type"), field("subject"), d.redelivered));
-                    let _ = d.ack().await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+    settle_local::tap::follow(bus, queue, move |e, redelivered| {
+        let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+        out.lock().unwrap().push((field("id"), field("type"), field("subject"), redelivered));
     });
     seen
 }
@@ -177,9 +168,28 @@ async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
             for i in 0..50 {
                 let key = format!("outage-{w}-{i}");
                 let body = json!({"amount": 1000 + i, "currency": "USD", "token": card, "confirm": true});
-                let r = s.post("/v1/payments", &key, body).await;
+                let mut r = s.post("/v1/payments", &key, body.clone()).await;
+                // The MongoDB stand-in (one Python process on two shared cores) can pass the
+                // 1 s dependency timeout under this load: a 503 naming MongoDB or Redis is
+                // retried with the same key, as a client does. One naming the broker, or
+                // any other answer, is what this test is about and fails it.
+                for _ in 0..3 {
+                    let detail = r.json["detail"].as_str().unwrap_or_default().to_string();
+                    let store_busy = detail.contains("MongoDB") || detail.contains("Redis");
+                    if r.status != StatusCode::SERVICE_UNAVAILABLE || !store_busy {
+                        break;
+                    }
+                    eprintln!("faults: {key} answered 503 ({detail}); retrying with the same key");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    r = s.post("/v1/payments", &key, body.clone()).await;
+                }
                 done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                answers.push((key, r.status, r.json["id"].as_str().unwrap_or_default().to_string()));
+                answers.push((
+                    key,
+                    r.status,
+                    r.json["id"].as_str().unwrap_or_default().to_string(),
+                    r.json.to_string(),
+                ));
             }
             answers
         }));
@@ -202,8 +212,8 @@ async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
     drop(restore);
     let mut ids = HashSet::new();
     for w in workers {
-        for (key, status, id) in w.await.unwrap() {
-            assert_eq!(status, StatusCode::CREATED, "{key} answered {status} during the outage");
+        for (key, status, id, body) in w.await.unwrap() {
+            assert_eq!(status, StatusCode::CREATED, "{key} answered {status} during the outage: {body}");
             assert!(ids.insert(id), "{key}: a payment id answered twice");
         }
     }

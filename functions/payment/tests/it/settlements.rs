@@ -41,4 +41,13 @@ async fn summaries_add_up_files_and_come_from_the_cache_until_dropped() {
     assert_eq!(app.get(path, &support).await.json["field"], "merchant_id");
     assert_eq!(app.get(&format!("{path}&merchant_id={m}"), &support).await.json["currencies"]["USD"]["count"], 4);
     assert_eq!(app.get("/v1/settlements/summary?date=27-11-2026", &t).await.json["field"], "date");
+
+    // Two files whose day totals together pass i64: refused by name, never wrapped round.
+    docs.insert(AGGREGATES, aggregate("big1", 9000, i64::MAX - 10)).await.unwrap();
+    docs.insert(AGGREGATES, aggregate("big2", 1, 11)).await.unwrap();
+    let big = "/v1/settlements/summary?date=2026-11-27";
+    app.state.backends.kv.delete(&summary_cache_key(&app.state.config.redis_prefix, &m, "2026-11-27")).await.unwrap();
+    let refused = app.get(big, &t).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert!(refused.json["detail"].as_str().unwrap().contains("largest sum"), "{}", refused.text);
 }

@@ -67,18 +67,7 @@ impl S3Objects {
     }
 
     pub(super) async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<ObjectMeta, ObjectError> {
-        let size = body.len() as u64;
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(ObjectMeta { size, etag: clean_etag(out.e_tag()) })
+        self.upload(key, ByteStream::from(body), content_type).await
     }
 
     pub(super) async fn put_file(
@@ -88,9 +77,14 @@ impl S3Objects {
         content_type: &str,
     ) -> Result<ObjectMeta, ObjectError> {
         let body = ByteStream::from_path(path).await.map_err(|e| ObjectError::Other(e.to_string()))?;
+        self.upload(key, body, content_type).await
+    }
+
+    /// One `PutObject`. The client's attempt timeout is sized for small requests; an
+    /// upload's attempt carries its whole body, so it gets time in proportion (at 1 MiB/s
+    /// at worst).
+    async fn upload(&self, key: &str, body: ByteStream, content_type: &str) -> Result<ObjectMeta, ObjectError> {
         let size = body.size_hint().0;
-        // The client's attempt timeout is sized for small requests; an upload's attempt
-        // carries its whole body, so it gets time in proportion (at 1 MiB/s at worst).
         let attempt = std::time::Duration::from_secs(30 + size / (1 << 20));
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder().operation_attempt_timeout(attempt).build();
         let out = self
