@@ -51,6 +51,15 @@ fn https_client() -> SharedHttpClient {
 pub async fn load_sdk_config(timeout: Option<Duration>) -> SdkConfig {
     crate::tls::install_crypto_provider();
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
+    // Lambda hands every function its credentials and region in the environment. The
+    // default chains would find them there first too, but are built whole before that (an
+    // STS client for web identity, profile files read) at every cold start.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some() {
+        loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
+    }
+    if let Ok(region) = std::env::var("AWS_REGION") {
+        loader = loader.region(aws_config::Region::new(region));
+    }
     if let Some(timeout) = timeout {
         loader = loader.timeout_config(
             aws_config::timeout::TimeoutConfig::builder()

@@ -46,7 +46,9 @@ pub struct Auth {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub backends: Backends,
+    /// Behind an `Arc` like the rest: the router clones the state once per route and
+    /// layer at cold start, and deep copies of every client handle led the init profile.
+    pub backends: Arc<Backends>,
     pub auth: Arc<Auth>,
     pub outbox: Arc<outbox::Outbox>,
     pub fingerprint_key: Arc<Secret>,
@@ -80,7 +82,7 @@ impl AppState {
         }
         Ok(AppState {
             config: Arc::new(config),
-            backends,
+            backends: Arc::new(backends),
             auth: Arc::new(Auth { verifier, revocations }),
             outbox: Arc::new(outbox::Outbox::default()),
             fingerprint_key: Arc::new(fingerprint_key),
