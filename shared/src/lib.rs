@@ -11,6 +11,7 @@ pub mod domain;
 pub mod health;
 pub mod metrics;
 pub mod net;
+pub mod otel;
 pub mod ports;
 pub mod problem;
 pub mod redact;

@@ -1,41 +1,61 @@
 //! Logging: JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON` (what CloudWatch's JSON log
 //! format expects), plain text otherwise; level from `RUST_LOG`, else
 //! `AWS_LAMBDA_LOG_LEVEL`, else `info`. Every line inside an invocation carries the
-//! invocation span's fields: function, request id, cold start, correlation id.
+//! invocation span's fields: function, request id, cold start, correlation id. Traces
+//! go to an OTLP endpoint when one is configured (`otel`).
 
+use crate::otel::{self, Exporter, OtlpLayer, OtlpSettings};
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{filter_fn, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 static COLD: AtomicBool = AtomicBool::new(true);
 
-/// Installs the global subscriber once; later calls are no-ops (tests call it freely).
+/// Installs the global subscriber once, from the process environment; later calls are
+/// no-ops (tests call it freely).
 pub fn init() {
+    init_from(&|name| std::env::var(name).ok());
+}
+
+/// [`init`] with the variables read through `env`: logs, and OpenTelemetry traces when
+/// an OTLP endpoint is configured (see `otel`).
+pub fn init_from(env: &dyn Fn(&str) -> Option<String>) {
     // `Targets` (`info`, `warn,settle_payment=debug`) rather than `EnvFilter`: the same
     // directives without span-field matching, and without a regex engine in every zip.
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
+    let filter = env("RUST_LOG")
+        .or_else(|| env("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
         .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+        // Dependency spans are for traces; log lines keep the invocation span as context.
+        .with_target(otel::DEPENDENCY_TARGET, LevelFilter::OFF);
+    let json = env("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     // CloudWatch adds its own timestamp; ANSI codes would garble it.
-    let builder = tracing_subscriber::fmt().with_target(false).with_ansi(false);
-    let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .finish()
-            .with(filter)
-            .try_init()
+    let logs = tracing_subscriber::fmt::layer().with_target(false).with_ansi(false);
+    let logs = if json {
+        logs.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter(filter).boxed()
     } else {
-        builder.finish().with(filter).try_init()
+        logs.with_filter(filter).boxed()
     };
+    let (settings, otlp_error) = match OtlpSettings::from_env(env) {
+        Ok(settings) => (settings, None),
+        Err(e) => (None, Some(e)),
+    };
+    let exporter = settings.map(Exporter::new);
+    // Only Settle's own spans: the runtime's and the drivers' would be roots of their own.
+    let traces = exporter
+        .clone()
+        .map(|e| OtlpLayer::new(e).with_filter(filter_fn(|m| m.is_span() && m.target().starts_with("settle"))));
     // Err only means a subscriber is already installed.
-    drop(result);
+    if tracing_subscriber::registry().with(logs).with(traces).try_init().is_ok() {
+        if let Some(exporter) = exporter {
+            otel::install(exporter);
+        }
+    }
+    if let Some(e) = otlp_error {
+        tracing::warn!(error = %e, "OpenTelemetry export is off: its configuration is invalid");
+    }
 }
 
 /// `true` for the first invocation of this process, `false` afterwards.
