@@ -12,3 +12,10 @@ pub mod tap;
 pub mod tools;
 
 pub use stack::{LocalStack, Observation, StackOptions};
+
+/// Runs one invocation of an event-triggered function as Lambda would: a request id of
+/// its own, the cold-start metric, the invocation span, its spans exported at the end.
+pub async fn invocation<T>(function: &str, work: impl std::future::Future<Output = T>) -> T {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    settle_shared::telemetry::invocation(function, &request_id, None, work).await
+}

@@ -73,7 +73,7 @@ pub async fn run_retries(notifier: Notifier, queue: DelayQueue) {
                 continue;
             }
         };
-        let response = notifier.handle_retries(event).await;
+        let response = crate::invocation(settle_notify::FUNCTION, notifier.handle_retries(event)).await;
         let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
         for m in messages.iter().filter(|m| !failed.contains(&m.message_id)) {
             queue.delete(&m.receipt).await.ok();
@@ -108,7 +108,7 @@ pub async fn run(
                 }
             };
             let event = to_rmq_event(&queue, &delivery);
-            match notifier.handle_batch(event.clone()).await {
+            match crate::invocation(settle_notify::FUNCTION, notifier.handle_batch(event.clone())).await {
                 Ok(report) => {
                     delivery.ack().await.ok();
                     // No receiver just means nobody is watching.

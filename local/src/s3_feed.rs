@@ -78,7 +78,8 @@ pub fn normalise(mut json: serde_json::Value) -> Notification {
 }
 
 async fn handle(ingestor: &Ingestor, event: S3Event, observations: &broadcast::Sender<Observation>) -> bool {
-    match ingestor.handle_s3_event(event.clone()).await {
+    let work = ingestor.handle_s3_event(event.clone());
+    match crate::invocation(settle_csv_ingest::FUNCTION, work).await {
         Ok(report) => {
             let _ = observations.send(Observation::Ingest { event, report });
             true

@@ -58,13 +58,17 @@ pub fn init_from(env: &dyn Fn(&str) -> Option<String>) {
     }
 }
 
-/// `true` for the first invocation of this process, `false` afterwards.
-pub fn take_cold_start() -> bool {
-    COLD.swap(false, Ordering::SeqCst)
+/// `true` for the first invocation of this process, `false` afterwards; the first also
+/// counts the function's `ColdStart` metric.
+pub fn cold_start(function: &str) -> bool {
+    let cold = COLD.swap(false, Ordering::SeqCst);
+    crate::metrics::cold_start(function, cold);
+    cold
 }
 
 /// The span every invocation runs in. `request_id` is Lambda's (or a generated one
-/// locally); `correlation_id` follows a request across functions.
+/// locally); `correlation_id` follows a request across functions; `idempotency_key` is
+/// recorded when the request has one.
 pub fn invocation_span(function: &str, request_id: &str, correlation_id: &str, cold_start: bool) -> tracing::Span {
     tracing::info_span!(
         "invocation",
@@ -72,7 +76,30 @@ pub fn invocation_span(function: &str, request_id: &str, correlation_id: &str, c
         request_id = %request_id,
         cold_start = cold_start,
         correlation_id = %correlation_id,
+        idempotency_key = tracing::field::Empty,
     )
+}
+
+/// Runs one invocation of an event-triggered function (notify, csv-ingest): counts a cold
+/// start, runs `work` in the invocation span, as a child of X-Ray's trace when X-Ray
+/// samples it, and exports the invocation's spans before Lambda may freeze the process.
+pub async fn invocation<T>(
+    function: &str,
+    request_id: &str,
+    xray_trace_id: Option<&str>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    use tracing::Instrument;
+    let span = invocation_span(function, request_id, request_id, cold_start(function));
+    if otel::enabled() {
+        if let Some(parent) = otel::invocation_parent(None, xray_trace_id) {
+            otel::set_parent(&span, parent);
+        }
+        otel::describe(&span, format!("{function} invoke"), otel::SpanKind::Consumer);
+    }
+    let output = work.instrument(span).await;
+    otel::flush().await;
+    output
 }
 
 #[cfg(test)]
@@ -80,7 +107,7 @@ mod tests {
     #[test]
     fn cold_start_is_reported_once() {
         // Other tests in this binary may have taken it already; after one take it is false.
-        super::take_cold_start();
-        assert!(!super::take_cold_start());
+        super::cold_start("test");
+        assert!(!super::cold_start("test"));
     }
 }

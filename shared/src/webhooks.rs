@@ -80,6 +80,10 @@ pub struct RetryMessage {
     /// A manual resend (does not count against the retry schedule).
     #[serde(default)]
     pub resend: bool,
+    /// W3C trace context of the span that scheduled the attempt: the attempt continues
+    /// the event's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The delivery id of (event, endpoint): one delivery per pair, whatever the duplicates.

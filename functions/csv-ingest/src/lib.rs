@@ -77,7 +77,6 @@ impl Ingestor {
     /// Handles every record of one S3 event. An unreachable object store fails the whole
     /// invocation, so that Lambda's retry for asynchronous invocations runs it again.
     pub async fn handle_s3_event(&self, event: S3Event) -> Result<IngestReport, IngestError> {
-        settle_shared::metrics::cold_start(FUNCTION, settle_shared::telemetry::take_cold_start());
         let mut report = IngestReport::default();
         for record in &event.records {
             let outcome = self.ingest_record(record).await?;
@@ -106,8 +105,8 @@ impl Ingestor {
     }
 }
 
-/// The function's name in metrics.
-const FUNCTION: &str = "csv-ingest";
+/// The function's name in metrics and invocation spans (stable across deployments).
+pub const FUNCTION: &str = "csv-ingest";
 
 /// EMF: `SettlementRows` by `Outcome` (matched, amount_mismatch, …), `Rejects`, and the
 /// run's throughput (`IngestRowsPerSecond`, `IngestBytesPerSecond`). A redelivery that

@@ -21,7 +21,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     });
     lambda_runtime::run(service_fn(|event: LambdaEvent<S3Event>| {
         let ingestor = ingestor.clone();
-        async move { ingestor.handle_s3_event(event.payload).await }
+        async move {
+            let context = &event.context;
+            let work = ingestor.handle_s3_event(event.payload);
+            settle_shared::telemetry::invocation(
+                settle_csv_ingest::FUNCTION,
+                &context.request_id,
+                context.xray_trace_id.as_deref(),
+                work,
+            )
+            .await
+        }
     }))
     .await
 }

@@ -7,6 +7,7 @@ use settle_shared::webhooks::{is_public, UrlPolicy};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 pub const USER_AGENT: &str = concat!("Settle-Webhooks/", env!("CARGO_PKG_VERSION"), " (+https://settle.dev/webhooks)");
 /// How much of a response body is kept in the attempt log.
@@ -86,7 +87,34 @@ impl AttemptResult {
     }
 }
 
+/// One signed POST, in a client span naming the receiver's host.
 pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    webhook_id: &str,
+    timestamp: i64,
+    signature: &str,
+    body: &[u8],
+) -> AttemptResult {
+    let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    // The host only: a receiver's path or query may hold a token of the merchant's.
+    let span =
+        settle_shared::dependency_span!("webhook", "POST", host, http.response.status_code = tracing::field::Empty,);
+    let result = send(client, url, webhook_id, timestamp, signature, body).instrument(span.clone()).await;
+    match (&result.status, &result.error) {
+        (Some(status), _) => {
+            span.record("http.response.status_code", status);
+            if *status >= 400 {
+                settle_shared::otel::set_error(&span, format!("the endpoint answered {status}"));
+            }
+        }
+        (None, Some(error)) => settle_shared::otel::set_error(&span, error),
+        (None, None) => {}
+    }
+    result
+}
+
+async fn send(
     client: &reqwest::Client,
     url: &str,
     webhook_id: &str,

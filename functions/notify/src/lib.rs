@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use settle_shared::config::WebhookSettings;
 use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
+use settle_shared::otel::{self, TraceContext};
 use settle_shared::ports::delay_queue::DelayQueue;
 use settle_shared::ports::documents::{Cond, Document, Query, StoreError};
-use settle_shared::ports::events::OutgoingMessage;
+use settle_shared::ports::events::{OutgoingMessage, TRACEPARENT};
 use settle_shared::webhook_signature::signature_header;
 use settle_shared::webhooks::{
     check_url, delivery_id, EndpointRecord, RetryMessage, SecretBox, UrlPolicy, ATTEMPTS, DEAD_LETTERS, DELIVERIES,
@@ -26,6 +27,8 @@ use settle_shared::webhooks::{
 };
 use settle_shared::{Backends, Config};
 use std::time::Duration;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -127,6 +130,13 @@ pub struct DeliveryRecord {
     pub next_retry_at: Option<i64>,
     pub created: i64,
     pub updated: i64,
+    /// The ids of the request that caused the event, to find its deliveries by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -203,6 +213,7 @@ impl Notifier {
         Ok(report)
     }
 
+    /// Handles one message in the event's span (see [`event_span`]).
     pub async fn handle_message(&self, queue: &str, message: &RabbitMqMessage) -> Result<MessageOutcome, NotifyError> {
         let event = match decode(message) {
             Ok(event) => event,
@@ -215,6 +226,12 @@ impl Notifier {
                 return Ok(MessageOutcome::Malformed { reason });
             }
         };
+        let span = event_span(&event, amqp_header(message, TRACEPARENT).as_deref());
+        self.fan_out(event).instrument(span).await
+    }
+
+    /// Starts one delivery per matching endpoint of the event's merchant.
+    async fn fan_out(&self, event: CloudEvent) -> Result<MessageOutcome, NotifyError> {
         let Some(merchant) = event.merchantid.clone() else {
             return Ok(MessageOutcome::Accepted {
                 event_id: event.id,
@@ -269,6 +286,9 @@ impl Notifier {
             next_retry_at: None,
             created: now,
             updated: now,
+            request_id: event.requestid.clone(),
+            correlation_id: event.correlationid.clone(),
+            idempotency_key: event.idempotencykey.clone(),
         };
         match self.backends.documents.insert(DELIVERIES, to_doc(&record)).await {
             // Both records are in hand: no need to read them back.
@@ -307,6 +327,7 @@ impl Notifier {
             return Ok(DeliveryOutcome::Skipped { endpoint_id: String::new(), reason: "no such delivery".into() });
         };
         let delivery: DeliveryRecord = from_doc(d)?;
+        delivery.record_ids(&tracing::Span::current());
         let skipped = |reason: &str| DeliveryOutcome::Skipped {
             endpoint_id: delivery.endpoint_id.clone(),
             reason: reason.into(),
@@ -425,6 +446,8 @@ impl Notifier {
             "_id": uuid::Uuid::new_v4().to_string(),
             "delivery_id": delivery.id, "endpoint_id": delivery.endpoint_id, "event_id": delivery.event_id,
             "merchant_id": delivery.merchant_id, "attempt": attempt, "resend": resend, "at": now,
+            "request_id": delivery.request_id, "correlation_id": delivery.correlation_id,
+            "idempotency_key": delivery.idempotency_key,
             "status_code": result.status, "duration_ms": result.duration.as_millis() as i64,
             "response_excerpt": result.excerpt, "error": result.error, "next_retry_at": next_retry_at,
         });
@@ -449,7 +472,13 @@ impl Notifier {
     /// Puts the next attempt on the retry queue; SQS delays at most 15 minutes, so a
     /// longer wait is re-enqueued on receipt until it is due.
     async fn schedule(&self, delivery_id: &str, attempt: u32, due_at: i64) -> Result<(), NotifyError> {
-        let message = RetryMessage { delivery_id: delivery_id.to_string(), attempt, due_at, resend: false };
+        let message = RetryMessage {
+            delivery_id: delivery_id.to_string(),
+            attempt,
+            due_at,
+            resend: false,
+            traceparent: otel::traceparent(),
+        };
         let body = serde_json::to_string(&message).map_err(|e| NotifyError::Internal(e.to_string()))?;
         let delay = Duration::from_millis(u64::try_from(due_at - now_ms()).unwrap_or(0));
         self.retry_queue.send(&body, delay).await.map_err(|e| NotifyError::Unavailable(format!("retry queue: {e}")))?;
@@ -486,6 +515,7 @@ impl Notifier {
         );
         event.subject = Some(endpoint.id.clone());
         event.merchantid = Some(endpoint.merchant_id.clone());
+        event.traceparent = otel::traceparent();
         let message = OutgoingMessage {
             routing_key: event.event_type.clone(),
             message_id: event.id.clone(),
@@ -511,7 +541,11 @@ impl Notifier {
                     tracing::warn!(error = %e, message_id = %id, "unreadable retry message dropped");
                     true
                 }
-                Ok(m) => self.handle_retry(&m).await.map_err(|e| tracing::warn!(error = %e, "retry failed")).is_ok(),
+                Ok(m) => {
+                    let span = retry_span(&m);
+                    let handled = self.handle_retry(&m).instrument(span.clone()).await;
+                    span.in_scope(|| handled.map_err(|e| tracing::warn!(error = %e, "retry failed")).is_ok())
+                }
             };
             if !ok {
                 let mut failure = BatchItemFailure::default();
@@ -570,14 +604,13 @@ fn record_delivery(outcome: &DeliveryOutcome, duration: Duration, event_id: &str
     );
 }
 
-/// The function's name in metrics.
-const FUNCTION: &str = "notify";
+/// The function's name in metrics and invocation spans (stable across deployments).
+pub const FUNCTION: &str = "notify";
 
 /// One invocation: the `aws:rmq` event from Amazon MQ, or the retry queue's SQS event
 /// (answered with a partial batch response).
 pub async fn dispatch(notifier: &Notifier, payload: serde_json::Value) -> Result<serde_json::Value, NotifyError> {
     let bad = |e: serde_json::Error| NotifyError::Internal(format!("unrecognised event: {e}"));
-    settle_shared::metrics::cold_start(FUNCTION, settle_shared::telemetry::take_cold_start());
     if payload.get("rmqMessagesByQueue").is_some() {
         let event: RabbitMqEvent = serde_json::from_value(payload).map_err(bad)?;
         let report = notifier.handle_batch(event).await?;
@@ -589,6 +622,84 @@ pub async fn dispatch(notifier: &Notifier, payload: serde_json::Value) -> Result
         return serde_json::to_value(notifier.handle_retries(event).await).map_err(bad);
     }
     Err(NotifyError::Internal("unrecognised event: neither aws:rmq nor aws:sqs".into()))
+}
+
+/// The span one event is handled in. It carries the ids of the request that caused the
+/// event, so that every log line about it is found by them; with tracing on, it continues
+/// the trace of the span that published it (the AMQP header, else the CloudEvents
+/// extension, which survives a message re-published by hand).
+pub fn event_span(event: &CloudEvent, header_traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event",
+        event_id = %event.id,
+        event_type = %event.event_type,
+        request_id = Empty,
+        correlation_id = Empty,
+        idempotency_key = Empty,
+    );
+    record_ids(&span, [&event.requestid, &event.correlationid, &event.idempotencykey]);
+    if otel::enabled() {
+        let parent = [header_traceparent, event.traceparent.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(TraceContext::from_traceparent);
+        if let Some(parent) = parent {
+            otel::set_parent(&span, parent);
+        }
+        otel::describe(&span, format!("process {}", event.event_type), otel::SpanKind::Consumer);
+    }
+    span
+}
+
+/// The span of one retry attempt: a child of the span that scheduled it.
+fn retry_span(message: &RetryMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        "retry",
+        delivery_id = %message.delivery_id,
+        attempt = message.attempt,
+        request_id = Empty,
+        correlation_id = Empty,
+        idempotency_key = Empty,
+    );
+    if otel::enabled() {
+        if let Some(parent) = message.traceparent.as_deref().and_then(TraceContext::from_traceparent) {
+            otel::set_parent(&span, parent);
+        }
+        otel::describe(&span, "webhook retry", otel::SpanKind::Consumer);
+    }
+    span
+}
+
+/// Records the request's ids on a span declared with them (empty).
+fn record_ids(span: &tracing::Span, [request_id, correlation_id, idempotency_key]: [&Option<String>; 3]) {
+    for (field, value) in
+        [("request_id", request_id), ("correlation_id", correlation_id), ("idempotency_key", idempotency_key)]
+    {
+        if let Some(value) = value {
+            span.record(field, value.as_str());
+        }
+    }
+}
+
+impl DeliveryRecord {
+    /// Puts the delivery's request ids on the retry span it is attempted in.
+    fn record_ids(&self, span: &tracing::Span) {
+        record_ids(span, [&self.request_id, &self.correlation_id, &self.idempotency_key]);
+    }
+}
+
+/// A string header of an `aws:rmq` message: Amazon MQ sends AMQP string headers as
+/// `{"bytes": [...]}`; a plain JSON string is accepted too.
+pub fn amqp_header(message: &RabbitMqMessage, name: &str) -> Option<String> {
+    match message.basic_properties.headers.get(name)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => {
+            let bytes: Option<Vec<u8>> =
+                o.get("bytes")?.as_array()?.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
+            String::from_utf8(bytes?).ok()
+        }
+        _ => None,
+    }
 }
 
 /// Decodes one message: base64 body (as Amazon MQ delivers it) holding a CloudEvent.

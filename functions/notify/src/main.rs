@@ -12,7 +12,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let notifier = Notifier::new(&config, settle_shared::Backends::connect(&config).await?)?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let notifier = notifier.clone();
-        async move { settle_notify::dispatch(&notifier, event.payload).await }
+        async move {
+            let context = &event.context;
+            let work = settle_notify::dispatch(&notifier, event.payload);
+            settle_shared::telemetry::invocation(
+                settle_notify::FUNCTION,
+                &context.request_id,
+                context.xray_trace_id.as_deref(),
+                work,
+            )
+            .await
+        }
     }))
     .await
 }

@@ -96,7 +96,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     };
     let refund_id = settle_shared::domain::ids::RefundId::parse(&event.data.refund)
         .map_err(|e| ApiError::field("data.refund", e.to_string()))?;
-    let origin = Origin { correlation_id: Some(event.id.clone()), idempotency_key: None };
+    let origin = Origin { correlation_id: Some(event.id.clone()), ..crate::payments::origin(&headers, None) };
 
     for attempt in 0..50u32 {
         if state.backends.documents.get(GATEWAY_EVENTS, &event.id).await?.is_some() {

@@ -4,7 +4,7 @@
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use settle_shared::auth::{JwtVerifier, KeyError, Revocations};
 use settle_shared::health::Status;
 use settle_shared::problem::Problem;
 use settle_shared::redact::Secret;
-use settle_shared::{telemetry, Backends, Config};
+use settle_shared::{otel, telemetry, Backends, Config};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -35,6 +35,8 @@ pub mod webhook_endpoints;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+/// W3C Trace Context: a caller's trace continues in the API's spans.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Token verification and revocation.
 pub struct Auth {
@@ -144,22 +146,51 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// Runs the request in an invocation span (function, request id, cold start, correlation
-/// id) and returns both ids to the caller, so a client's bug report can name them.
-async fn trace_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let request_id = request
-        .extensions()
-        .get::<lambda_http::Context>()
+/// id, Idempotency-Key) and returns both ids to the caller, so a client's bug report can
+/// name them. The ids are also set on the request, validated, for the handlers that put
+/// them on events. With tracing on, the span is the trace's server span (continuing the
+/// caller's `traceparent` or X-Ray's trace) and the request's spans are exported before
+/// the response leaves: Lambda may freeze the instance right after.
+async fn trace_request(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let lambda = request.extensions().get::<lambda_http::Context>();
+    let xray_trace_id = lambda.and_then(|c| c.xray_trace_id.clone());
+    let request_id = lambda
         .map(|c| c.request_id.clone())
         .or_else(|| header_id(request.headers(), &REQUEST_ID))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let correlation_id = header_id(request.headers(), &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-    let cold_start = telemetry::take_cold_start();
-    settle_shared::metrics::cold_start(METRICS_FUNCTION, cold_start);
+    for (name, value) in [(REQUEST_ID, &request_id), (CORRELATION_ID, &correlation_id)] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            request.headers_mut().insert(name, v);
+        }
+    }
+    let cold_start = telemetry::cold_start(METRICS_FUNCTION);
     let span = telemetry::invocation_span(&state.config.function_name, &request_id, &correlation_id, cold_start);
+    if let Ok(key) = idempotency::key_of(request.headers()) {
+        span.record("idempotency_key", key.as_str());
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    if otel::enabled() {
+        let traceparent = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+        if let Some(parent) = otel::invocation_parent(traceparent, xray_trace_id.as_deref()) {
+            otel::set_parent(&span, parent);
+        }
+        // The route template, not the path: ids would make every span name unique.
+        let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+        otel::describe(&span, format!("{method} {route}"), otel::SpanKind::Server);
+        otel::set_attribute(&span, "http.request.method", method.as_str());
+        otel::set_attribute(&span, "http.route", route);
+    }
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| tracing::info!(%method, %path, status = response.status().as_u16(), "request"));
+    let status = response.status();
+    span.in_scope(|| tracing::info!(%method, %path, status = status.as_u16(), "request"));
+    otel::set_attribute(&span, "http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        otel::set_error(&span, status);
+    }
+    drop(span);
+    otel::flush().await;
     for (name, value) in [(REQUEST_ID, request_id), (CORRELATION_ID, correlation_id)] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, v);

@@ -7,8 +7,9 @@ use crate::store::{now_ms, OUTBOX};
 use crate::AppState;
 use serde_json::json;
 use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
+use settle_shared::otel;
 use settle_shared::ports::documents::{Cond, Order, Query, Write};
-use settle_shared::ports::events::OutgoingMessage;
+use settle_shared::ports::events::{OutgoingMessage, TRACEPARENT};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -29,10 +30,11 @@ pub struct Outbox {
     relaying: tokio::sync::Mutex<()>,
 }
 
-/// Where an event came from: the request's correlation id and Idempotency-Key travel
-/// with it (CloudEvents extensions and AMQP headers).
+/// Where an event came from: the request's id, correlation id and Idempotency-Key travel
+/// with it (CloudEvents extensions, AMQP headers, outbox and delivery records).
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
+    pub request_id: Option<String>,
     pub correlation_id: Option<String>,
     pub idempotency_key: Option<String>,
 }
@@ -51,6 +53,9 @@ pub fn event(
     e.merchantid = Some(merchant_id.to_string());
     e.correlationid = origin.correlation_id.clone();
     e.idempotencykey = origin.idempotency_key.clone();
+    e.requestid = origin.request_id.clone();
+    // The span that caused the event: its consumers' spans join this trace.
+    e.traceparent = otel::traceparent();
     e.sequence = Some(sequence);
     e
 }
@@ -62,8 +67,10 @@ pub fn write(event: &CloudEvent) -> Write {
         "status": "pending",
         "routing_key": event.event_type,
         "body": String::from_utf8_lossy(&event.to_json()),
+        "request_id": event.requestid,
         "correlation_id": event.correlationid,
         "idempotency_key": event.idempotencykey,
+        "traceparent": event.traceparent,
         "created": now_ms(),
     });
     Write::Insert { collection: OUTBOX.into(), doc: doc.as_object().cloned().unwrap_or_default() }
@@ -81,7 +88,12 @@ impl Outbox {
                 routing_key: e.event_type.clone(),
                 message_id: e.id.clone(),
                 content_type: CLOUDEVENTS_JSON.into(),
-                headers: headers(e.correlationid.as_deref(), e.idempotencykey.as_deref()),
+                headers: headers([
+                    ("request-id", e.requestid.as_deref()),
+                    ("correlation-id", e.correlationid.as_deref()),
+                    ("idempotency-key", e.idempotencykey.as_deref()),
+                    (TRACEPARENT, e.traceparent.as_deref()),
+                ]),
                 body: e.to_json(),
             };
             if !self.publish_one(state, &e.id, &message).await {
@@ -145,7 +157,12 @@ impl Outbox {
                 routing_key,
                 message_id: id.clone(),
                 content_type: CLOUDEVENTS_JSON.into(),
-                headers: headers(text("correlation_id").as_deref(), text("idempotency_key").as_deref()),
+                headers: headers([
+                    ("request-id", text("request_id").as_deref()),
+                    ("correlation-id", text("correlation_id").as_deref()),
+                    ("idempotency-key", text("idempotency_key").as_deref()),
+                    (TRACEPARENT, text("traceparent").as_deref()),
+                ]),
                 body: body.into_bytes(),
             };
             if !self.publish_one(state, &id, &message).await {
@@ -175,13 +192,7 @@ impl Outbox {
     }
 }
 
-fn headers(correlation_id: Option<&str>, idempotency_key: Option<&str>) -> BTreeMap<String, String> {
-    let mut h = BTreeMap::new();
-    if let Some(c) = correlation_id {
-        h.insert("correlation-id".to_string(), c.to_string());
-    }
-    if let Some(k) = idempotency_key {
-        h.insert("idempotency-key".to_string(), k.to_string());
-    }
-    h
+/// The AMQP headers of an event: the ids it carries, those it has.
+fn headers<const N: usize>(values: [(&str, Option<&str>); N]) -> BTreeMap<String, String> {
+    values.into_iter().filter_map(|(name, value)| Some((name.to_string(), value?.to_string()))).collect()
 }

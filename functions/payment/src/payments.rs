@@ -10,7 +10,7 @@ use crate::outbox::{self, Origin};
 use crate::store::{
     self, cache_payment, cached_payment, load, now_ms, to_doc, PaymentRecord, TokenRecord, PAYMENTS, TOKENS,
 };
-use crate::{idempotency, AppState, CORRELATION_ID};
+use crate::{idempotency, AppState, CORRELATION_ID, REQUEST_ID};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -178,10 +178,9 @@ pub fn base_url(headers: &HeaderMap) -> String {
 }
 
 pub fn origin(headers: &HeaderMap, idempotency_key: Option<String>) -> Origin {
-    Origin {
-        correlation_id: headers.get(&CORRELATION_ID).and_then(|v| v.to_str().ok()).map(str::to_string),
-        idempotency_key,
-    }
+    // Both ids were validated and set on the request by the tracing middleware.
+    let id = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_string);
+    Origin { request_id: id(&REQUEST_ID), correlation_id: id(&CORRELATION_ID), idempotency_key }
 }
 
 pub fn parse_payment_id(id: &str) -> Result<PaymentId, ApiError> {

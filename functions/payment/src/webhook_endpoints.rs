@@ -398,6 +398,7 @@ async fn enqueue_resend(state: &AppState, delivery: &str, attempts: i64) -> Resu
         attempt: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
         due_at: now_ms(),
         resend: true,
+        traceparent: settle_shared::otel::traceparent(),
     };
     let body = serde_json::to_string(&message).map_err(|e| ApiError::Internal(e.into()))?;
     queue.send(&body, Duration::ZERO).await.map_err(|e| {

@@ -44,6 +44,13 @@ pub struct CloudEvent {
     /// Extension attribute: the `Idempotency-Key` of the request that caused the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotencykey: Option<String>,
+    /// Extension attribute: the request id of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requestid: Option<String>,
+    /// Extension attribute (CloudEvents Distributed Tracing): the W3C trace context of the
+    /// span that caused the event, so that its consumers continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Extension attribute: the event's position among its subject's events (1, 2, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
@@ -77,6 +84,8 @@ impl CloudEvent {
             merchantid: None,
             correlationid: None,
             idempotencykey: None,
+            requestid: None,
+            traceparent: None,
             sequence: None,
             data,
         }

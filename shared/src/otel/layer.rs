@@ -204,10 +204,13 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let parent = span.parent().and_then(|p| p.extensions().get::<SpanState>().map(|s| s.context));
+        // A dependency call outside any invocation (a local poller, cold-start set-up) would
+        // be a one-span trace of its own, every second: noise, not exported.
+        let orphan_call = parent.is_none() && attrs.metadata().target() == super::DEPENDENCY_TARGET;
         let context = TraceContext {
             trace_id: parent.map_or_else(new_trace_id, |p| p.trace_id),
             span_id: new_span_id(),
-            sampled: parent.is_none_or(|p| p.sampled),
+            sampled: parent.is_none_or(|p| p.sampled) && !orphan_call,
         };
         let mut state = SpanState {
             context,

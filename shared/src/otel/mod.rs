@@ -199,21 +199,26 @@ pub async fn traced<T, E: std::fmt::Display>(
 }
 
 /// A client span for one call to a dependency: `system` names it (`mongodb`, `redis`,
-/// `rabbitmq`, `s3`, `sqs`), `operation` and `target` say what was done to what.
-/// Disabled (and free) when tracing is off.
+/// `rabbitmq`, `s3`, `sqs`), `operation` and `target` say what was done to what; more
+/// fields may follow. `dependency_span!(producer: ...)` for a message sent. Disabled (and
+/// free: no argument is evaluated) when tracing is off.
 #[macro_export]
 macro_rules! dependency_span {
-    ($system:expr, $operation:expr, $target:expr $(, $($field:tt)+)?) => {
+    (producer: $($rest:tt)+) => { $crate::dependency_span!(@kind "producer", $($rest)+) };
+    (@kind $kind:literal, $system:expr, $operation:expr, $target:expr $(, $($field:tt)+)?) => {
         tracing::info_span!(
             target: "settle::dependency",
             "dependency",
             otel.name = %format_args!("{} {} {}", $system, $operation, $target),
-            otel.kind = "client",
+            otel.kind = $kind,
             peer.service = $system,
             dependency.operation = $operation,
             dependency.target = %$target,
             $($($field)+)?
         )
+    };
+    ($system:expr, $operation:expr, $target:expr $(, $($field:tt)+)?) => {
+        $crate::dependency_span!(@kind "client", $system, $operation, $target $(, $($field)+)?)
     };
 }
 

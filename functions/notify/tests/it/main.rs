@@ -276,6 +276,7 @@ async fn failures_retry_on_the_schedule_then_dead_letter() {
         attempt: 4,
         due_at: 0,
         resend: true,
+        traceparent: None,
     };
     let outcome = h.notifier.handle_retry(&message).await.unwrap().unwrap();
     assert!(matches!(outcome, DeliveryOutcome::Delivered { .. }), "{outcome:?}");

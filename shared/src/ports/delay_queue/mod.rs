@@ -50,7 +50,13 @@ impl DelayQueue {
         match self {
             DelayQueue::Memory(m) => Ok(m.send(body, delay)),
             #[cfg(feature = "sqs")]
-            DelayQueue::Sqs(s) => s.send(body, delay).await,
+            DelayQueue::Sqs(s) => {
+                crate::otel::traced(
+                    crate::dependency_span!(producer: "sqs", "SendMessage", s.name()),
+                    s.send(body, delay),
+                )
+                .await
+            }
         }
     }
 
@@ -59,7 +65,10 @@ impl DelayQueue {
         match self {
             DelayQueue::Memory(m) => Ok(m.receive(max, wait).await),
             #[cfg(feature = "sqs")]
-            DelayQueue::Sqs(s) => s.receive(max, wait).await,
+            DelayQueue::Sqs(s) => {
+                crate::otel::traced(crate::dependency_span!("sqs", "ReceiveMessage", s.name()), s.receive(max, wait))
+                    .await
+            }
         }
     }
 
@@ -70,7 +79,9 @@ impl DelayQueue {
                 Ok(())
             }
             #[cfg(feature = "sqs")]
-            DelayQueue::Sqs(s) => s.delete(receipt).await,
+            DelayQueue::Sqs(s) => {
+                crate::otel::traced(crate::dependency_span!("sqs", "DeleteMessage", s.name()), s.delete(receipt)).await
+            }
         }
     }
 

@@ -45,6 +45,11 @@ impl SqsQueue {
         &self.url
     }
 
+    /// The queue's name: the last segment of its URL.
+    pub fn name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or_default()
+    }
+
     pub(super) async fn send(&self, body: &str, delay: Duration) -> Result<String, QueueError> {
         let out = self
             .client

@@ -11,6 +11,8 @@ mod mongo;
 pub use memory::MemoryDocuments;
 pub use mongo::MongoDocuments;
 
+use crate::dependency_span;
+use crate::otel::traced;
 use serde_json::{Map, Value};
 
 pub type Document = Map<String, Value>;
@@ -178,7 +180,9 @@ impl DocumentStore {
     pub async fn ensure_indexes(&self, specs: &[IndexSpec]) -> Result<(), StoreError> {
         match self {
             DocumentStore::Memory(m) => m.ensure_indexes(specs),
-            DocumentStore::Mongo(m) => m.ensure_indexes(specs).await,
+            DocumentStore::Mongo(m) => {
+                traced(dependency_span!("mongodb", "createIndexes", "*"), m.ensure_indexes(specs)).await
+            }
         }
     }
 
@@ -189,7 +193,9 @@ impl DocumentStore {
     pub async fn get(&self, collection: &str, id: &str) -> Result<Option<Document>, StoreError> {
         match self {
             DocumentStore::Memory(m) => Ok(m.get(collection, id)),
-            DocumentStore::Mongo(m) => m.get(collection, id).await,
+            DocumentStore::Mongo(m) => {
+                traced(dependency_span!("mongodb", "find", collection), m.get(collection, id)).await
+            }
         }
     }
 
@@ -200,7 +206,13 @@ impl DocumentStore {
         }
         match self {
             DocumentStore::Memory(m) => Ok(m.get_many(collection, ids)),
-            DocumentStore::Mongo(m) => m.get_many(collection, ids).await,
+            DocumentStore::Mongo(m) => {
+                traced(
+                    dependency_span!("mongodb", "find", collection, db.documents = ids.len()),
+                    m.get_many(collection, ids),
+                )
+                .await
+            }
         }
     }
 
@@ -217,7 +229,10 @@ impl DocumentStore {
         }
         match self {
             DocumentStore::Memory(m) => m.insert_many_new(collection, docs),
-            DocumentStore::Mongo(m) => m.insert_many_new(collection, docs).await,
+            DocumentStore::Mongo(m) => {
+                let span = dependency_span!("mongodb", "insertMany", collection, db.documents = docs.len());
+                traced(span, m.insert_many_new(collection, docs)).await
+            }
         }
     }
 
@@ -227,7 +242,9 @@ impl DocumentStore {
         }
         match self {
             DocumentStore::Memory(m) => Ok(m.find(collection, query)),
-            DocumentStore::Mongo(m) => m.find(collection, query).await,
+            DocumentStore::Mongo(m) => {
+                traced(dependency_span!("mongodb", "find", collection), m.find(collection, query)).await
+            }
         }
     }
 
@@ -255,16 +272,33 @@ impl DocumentStore {
         }
         match self {
             DocumentStore::Memory(m) => m.transaction(writes),
-            DocumentStore::Mongo(m) => m.transaction(writes).await,
+            DocumentStore::Mongo(m) => {
+                let span = dependency_span!("mongodb", "transaction", collections(&writes), db.writes = writes.len());
+                traced(span, m.transaction(writes)).await
+            }
         }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             DocumentStore::Memory(_) => Ok(()),
-            DocumentStore::Mongo(m) => m.ping().await,
+            DocumentStore::Mongo(m) => traced(dependency_span!("mongodb", "ping", "admin"), m.ping()).await,
         }
     }
+}
+
+/// The collections a transaction writes, for its span's name.
+fn collections(writes: &[Write]) -> String {
+    let mut names: Vec<&str> = writes
+        .iter()
+        .map(|w| match w {
+            Write::Insert { collection, .. } | Write::Update { collection, .. } | Write::Delete { collection, .. } => {
+                collection.as_str()
+            }
+        })
+        .collect();
+    names.dedup();
+    names.join(",")
 }
 
 /// Field names are plain top-level names: a `.` would be a path and a leading `$` an

@@ -8,7 +8,11 @@ mod rabbitmq;
 pub use memory::MemoryBus;
 pub use rabbitmq::RabbitBus;
 
+use crate::{dependency_span, otel};
 use std::collections::BTreeMap;
+
+/// The AMQP header (and CloudEvents extension) that carries W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -151,10 +155,28 @@ impl EventBus {
     }
 
     /// Publishes one persistent message to `exchange` and waits for the broker's confirm.
+    /// A message without a `traceparent` header gets the publish span's, so that its
+    /// consumer continues the trace.
     pub async fn publish(&self, exchange: &str, message: &OutgoingMessage) -> Result<(), BusError> {
+        let span = dependency_span!(producer: "rabbitmq", "publish", exchange,
+            messaging.rabbitmq.destination.routing_key = %message.routing_key,
+            messaging.message.id = %message.message_id);
+        let traced_message;
+        let message = match span.in_scope(otel::traceparent) {
+            Some(context) if !message.headers.contains_key(TRACEPARENT) => {
+                let mut with_context = message.clone();
+                with_context.headers.insert(TRACEPARENT.to_string(), context);
+                traced_message = with_context;
+                &traced_message
+            }
+            _ => message,
+        };
         match self {
-            EventBus::Memory(m) => m.publish(exchange, message),
-            EventBus::RabbitMq(r) => r.publish(exchange, message).await,
+            EventBus::Memory(m) => {
+                let _entered = span.enter();
+                m.publish(exchange, message)
+            }
+            EventBus::RabbitMq(r) => otel::traced(span, r.publish(exchange, message)).await,
         }
     }
 

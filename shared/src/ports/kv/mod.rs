@@ -7,6 +7,8 @@ mod redis;
 pub use self::memory::MemoryKv;
 pub use self::redis::RedisKv;
 
+use crate::dependency_span;
+use crate::otel::traced;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +101,7 @@ impl KeyValueStore {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         match self {
             KeyValueStore::Memory(m) => Ok(m.get(key)),
-            KeyValueStore::Redis(r) => r.get(key).await,
+            KeyValueStore::Redis(r) => traced(dependency_span!("redis", "GET", key_kind(key)), r.get(key)).await,
         }
     }
 
@@ -110,7 +112,10 @@ impl KeyValueStore {
         }
         match self {
             KeyValueStore::Memory(m) => Ok(keys.iter().map(|k| m.get(k)).collect()),
-            KeyValueStore::Redis(r) => r.get_many(keys).await,
+            KeyValueStore::Redis(r) => {
+                let kind = keys.first().map(|k| key_kind(k)).unwrap_or_default();
+                traced(dependency_span!("redis", "MGET", kind, db.keys = keys.len()), r.get_many(keys)).await
+            }
         }
     }
 
@@ -120,7 +125,9 @@ impl KeyValueStore {
                 m.set(key, value, ttl);
                 Ok(())
             }
-            KeyValueStore::Redis(r) => r.set(key, value, ttl).await,
+            KeyValueStore::Redis(r) => {
+                traced(dependency_span!("redis", "SET", key_kind(key)), r.set(key, value, ttl)).await
+            }
         }
     }
 
@@ -128,14 +135,16 @@ impl KeyValueStore {
     pub async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, KvError> {
         match self {
             KeyValueStore::Memory(m) => Ok(m.set_if_absent(key, value, ttl)),
-            KeyValueStore::Redis(r) => r.set_if_absent(key, value, ttl).await,
+            KeyValueStore::Redis(r) => {
+                traced(dependency_span!("redis", "SET NX", key_kind(key)), r.set_if_absent(key, value, ttl)).await
+            }
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
         match self {
             KeyValueStore::Memory(m) => Ok(m.delete(key)),
-            KeyValueStore::Redis(r) => r.delete(key).await,
+            KeyValueStore::Redis(r) => traced(dependency_span!("redis", "DEL", key_kind(key)), r.delete(key)).await,
         }
     }
 
@@ -144,7 +153,13 @@ impl KeyValueStore {
     pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
         match self {
             KeyValueStore::Memory(m) => Ok(m.delete_if_equals(key, value)),
-            KeyValueStore::Redis(r) => r.delete_if_equals(key, value).await,
+            KeyValueStore::Redis(r) => {
+                traced(
+                    dependency_span!("redis", "EVAL delete_if_equals", key_kind(key)),
+                    r.delete_if_equals(key, value),
+                )
+                .await
+            }
         }
     }
 
@@ -154,7 +169,10 @@ impl KeyValueStore {
     pub async fn set_versioned(&self, key: &str, version: i64, value: &[u8], ttl: Duration) -> Result<bool, KvError> {
         match self {
             KeyValueStore::Memory(m) => Ok(m.set_versioned(key, version, value, ttl)),
-            KeyValueStore::Redis(r) => r.set_versioned(key, version, value, ttl).await,
+            KeyValueStore::Redis(r) => {
+                let span = dependency_span!("redis", "EVAL set_versioned", key_kind(key));
+                traced(span, r.set_versioned(key, version, value, ttl)).await
+            }
         }
     }
 
@@ -167,15 +185,27 @@ impl KeyValueStore {
     pub async fn throttle(&self, key: &str, limit: &Gcra) -> Result<Throttle, KvError> {
         match self {
             KeyValueStore::Memory(m) => Ok(m.throttle(key, limit)),
-            KeyValueStore::Redis(r) => r.throttle(key, limit).await,
+            KeyValueStore::Redis(r) => {
+                traced(dependency_span!("redis", "EVAL gcra", key_kind(key)), r.throttle(key, limit)).await
+            }
         }
     }
 
     pub async fn ping(&self) -> Result<(), KvError> {
         match self {
             KeyValueStore::Memory(_) => Ok(()),
-            KeyValueStore::Redis(r) => r.ping().await,
+            KeyValueStore::Redis(r) => traced(dependency_span!("redis", "PING", ""), r.ping()).await,
         }
+    }
+}
+
+/// What a key is for, without the ids in it (`settle:idem:m_1:key` → `settle:idem`): span
+/// names must not carry merchant ids or client-chosen keys.
+fn key_kind(key: &str) -> &str {
+    let mut colons = key.match_indices(':').map(|(i, _)| i);
+    match (colons.next(), colons.next()) {
+        (Some(_), Some(second)) => &key[..second],
+        _ => key.split(':').next().unwrap_or_default(),
     }
 }
 

@@ -60,7 +60,10 @@ impl ObjectStore {
         match self {
             ObjectStore::Memory(m) => Ok(m.put(key, body)),
             #[cfg(feature = "s3")]
-            ObjectStore::S3(s) => s.put(key, body, content_type).await,
+            ObjectStore::S3(s) => {
+                let span = crate::dependency_span!("s3", "PutObject", s.bucket(), aws.s3.key = %key);
+                crate::otel::traced(span, s.put(key, body, content_type)).await
+            }
             ObjectStore::NotBuiltIn => {
                 let _ = (key, content_type);
                 Err(not_built_in())
@@ -81,7 +84,10 @@ impl ObjectStore {
                 Ok(m.put(key, body))
             }
             #[cfg(feature = "s3")]
-            ObjectStore::S3(s) => s.put_file(key, path, content_type).await,
+            ObjectStore::S3(s) => {
+                let span = crate::dependency_span!("s3", "PutObject", s.bucket(), aws.s3.key = %key);
+                crate::otel::traced(span, s.put_file(key, path, content_type)).await
+            }
             ObjectStore::NotBuiltIn => {
                 let _ = (key, content_type);
                 Err(not_built_in())
@@ -93,7 +99,10 @@ impl ObjectStore {
         match self {
             ObjectStore::Memory(m) => Ok(m.get(key)),
             #[cfg(feature = "s3")]
-            ObjectStore::S3(s) => s.get(key).await,
+            ObjectStore::S3(s) => {
+                let span = crate::dependency_span!("s3", "GetObject", s.bucket(), aws.s3.key = %key);
+                crate::otel::traced(span, s.get(key)).await
+            }
             ObjectStore::NotBuiltIn => Err(not_built_in()),
         }
     }
@@ -102,7 +111,10 @@ impl ObjectStore {
         match self {
             ObjectStore::Memory(m) => Ok(m.head(key)),
             #[cfg(feature = "s3")]
-            ObjectStore::S3(s) => s.head(key).await,
+            ObjectStore::S3(s) => {
+                let span = crate::dependency_span!("s3", "HeadObject", s.bucket(), aws.s3.key = %key);
+                crate::otel::traced(span, s.head(key)).await
+            }
             ObjectStore::NotBuiltIn => Err(not_built_in()),
         }
     }
