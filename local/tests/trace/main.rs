@@ -21,6 +21,9 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// A webhook request the receiver got: headers and body.
+type Received = (HeaderMap, Vec<u8>);
+
 /// Every OTLP export request the collector stand-in received.
 type Exports = Arc<Mutex<Vec<Value>>>;
 
@@ -95,7 +98,7 @@ async fn one_payment_is_one_connected_trace_from_the_request_to_the_webhook_retr
     });
     assert!(settle_shared::otel::enabled(), "the test's subscriber must be the process's");
 
-    let received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
     let r = received.clone();
     let receiver = Router::new().route(
         "/hook",
