@@ -5,7 +5,10 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use settle_notify::Notifier;
 use settle_shared::config::{self, Backend};
 
-#[tokio::main]
+// One thread: Lambda gives a process one invocation at a time, and the work is waiting on
+// the network (csv-ingest parses on a blocking thread of its own). A multi-threaded
+// runtime would start a worker per vCPU at every cold start for nothing.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     settle_shared::telemetry::init();
     let config = config::from_process_env(Backend::Real).await?;

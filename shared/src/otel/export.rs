@@ -3,6 +3,7 @@
 //! Mozilla's roots for `https` endpoints).
 
 use super::layer::{AttrValue, FinishedSpan, Status};
+use crate::redact::Secret;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,8 +22,8 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSettings {
     pub endpoint: url::Url,
-    /// `OTEL_EXPORTER_OTLP_HEADERS`: often a vendor's API key, so never logged.
-    pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: often a vendor's API key, so never printed.
+    pub headers: Vec<(String, Secret)>,
     pub resource: Vec<(String, String)>,
 }
 
@@ -73,6 +74,7 @@ impl OtlpSettings {
                 return Err(format!("{headers_var} has an invalid header (name {key:?})"));
             }
         }
+        let headers = headers.into_iter().map(|(k, v)| (k, Secret::new(v))).collect();
         let mut resource =
             key_values("OTEL_RESOURCE_ATTRIBUTES", var("OTEL_RESOURCE_ATTRIBUTES").as_deref().unwrap_or(""))?;
         let lambda_name = var("AWS_LAMBDA_FUNCTION_NAME");
@@ -208,7 +210,7 @@ impl Exporter {
             body.len()
         );
         for (name, value) in &self.settings.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            head.push_str(&format!("{name}: {}\r\n", value.expose()));
         }
         head.push_str("\r\n");
         let connect_host = host.trim_start_matches('[').trim_end_matches(']');
