@@ -22,14 +22,7 @@ pub fn init() {
 /// [`init`] with the variables read through `env`: logs, and OpenTelemetry traces when
 /// an OTLP endpoint is configured (see `otel`).
 pub fn init_from(env: &dyn Fn(&str) -> Option<String>) {
-    // `Targets` (`info`, `warn,settle_payment=debug`) rather than `EnvFilter`: the same
-    // directives without span-field matching, and without a regex engine in every zip.
-    let filter = env("RUST_LOG")
-        .or_else(|| env("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
-        .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
-        // Dependency spans are for traces; log lines keep the invocation span as context.
-        .with_target(otel::DEPENDENCY_TARGET, LevelFilter::OFF);
+    let filter = log_filter(env);
     let json = env("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     // CloudWatch adds its own timestamp; ANSI codes would garble it.
     let logs = tracing_subscriber::fmt::layer().with_target(false).with_ansi(false);
@@ -56,6 +49,18 @@ pub fn init_from(env: &dyn Fn(&str) -> Option<String>) {
     if let Some(e) = otlp_error {
         tracing::warn!(error = %e, "OpenTelemetry export is off: its configuration is invalid");
     }
+}
+
+/// What log lines are written. `Targets` (`info`, `warn,settle_payment=debug`) rather
+/// than `EnvFilter`: the same directives without span-field matching, and without a regex
+/// engine in every zip.
+fn log_filter(env: &dyn Fn(&str) -> Option<String>) -> Targets {
+    env("RUST_LOG")
+        .or_else(|| env("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+        // Dependency spans are for traces; log lines keep the invocation span as context.
+        .with_target(otel::DEPENDENCY_TARGET, LevelFilter::OFF)
 }
 
 /// `true` for the first invocation of this process, `false` afterwards; the first also
@@ -104,6 +109,28 @@ pub async fn invocation<T>(
 
 #[cfg(test)]
 mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+
+    #[test]
+    fn without_an_exporter_dependency_spans_are_off_and_their_arguments_never_evaluated() {
+        // Even at the most verbose log level a user can ask for.
+        let env = |name: &str| (name == "RUST_LOG").then(|| "trace".to_string());
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::sink).with_filter(super::log_filter(&env));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(logs), || {
+            let mut evaluated = false;
+            let span = crate::dependency_span!("mongodb", "find", {
+                evaluated = true;
+                "payments"
+            });
+            assert!(span.is_disabled());
+            assert!(!evaluated, "a disabled span's fields are not computed");
+            assert_eq!(crate::otel::traceparent(), None);
+            // The invocation span, which log lines carry, is on.
+            assert!(!super::invocation_span("payment", "r", "c", false).is_disabled());
+        });
+    }
+
     #[test]
     fn cold_start_is_reported_once() {
         // Other tests in this binary may have taken it already; after one take it is false.

@@ -215,12 +215,16 @@ pub(crate) const METRICS_FUNCTION: &str = "payment";
 /// One EMF record counting one `metric` (see `settle_shared::metrics`), under this
 /// function's name, with `dimensions` and searchable `properties`.
 pub(crate) fn count(metric: &str, dimensions: &[(&str, &str)], properties: &[(&str, serde_json::Value)]) {
-    settle_shared::metrics::emit(
-        METRICS_FUNCTION,
-        dimensions,
-        &[settle_shared::metrics::Measure::count(metric, 1)],
-        properties,
-    );
+    record(dimensions, &[settle_shared::metrics::Measure::count(metric, 1)], properties);
+}
+
+/// One EMF record of several `measures` under this function's name.
+pub(crate) fn record(
+    dimensions: &[(&str, &str)],
+    measures: &[settle_shared::metrics::Measure],
+    properties: &[(&str, serde_json::Value)],
+) {
+    settle_shared::metrics::emit(METRICS_FUNCTION, dimensions, measures, properties);
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use settle_shared::domain::ids::RefundId;
 use settle_shared::domain::payment::{refund, FailureCode, RefundError, RefundStatus};
+use settle_shared::metrics::{Measure, Unit};
 use settle_shared::ports::documents::{Cond, Order, Query, StoreError, Write};
 
 #[derive(Debug, Deserialize)]
@@ -147,17 +148,10 @@ pub async fn create_refund(
                 Ok(()) => {
                     state.outbox.publish_committed(state, &events).await;
                     cache_payment(state, &next).await;
-                    settle_shared::metrics::emit(
-                        crate::METRICS_FUNCTION,
+                    let amount = Measure { name: "RefundAmount", value: record.amount as f64, unit: Unit::None };
+                    crate::record(
                         &[("Currency", &record.currency)],
-                        &[
-                            settle_shared::metrics::Measure::count("Refunds", 1),
-                            settle_shared::metrics::Measure {
-                                name: "RefundAmount",
-                                value: record.amount as f64,
-                                unit: settle_shared::metrics::Unit::None,
-                            },
-                        ],
+                        &[Measure::count("Refunds", 1), amount],
                         &[("payment_id", serde_json::json!(payment.id)), ("refund_id", serde_json::json!(record.id))],
                     );
                     let location = format!("/v1/payments/{}/refunds/{}", payment.id, record.id);
