@@ -536,7 +536,9 @@ fn event_id(parts: &[&str]) -> String {
     format!("evt_{}", short_hash(parts))
 }
 
-async fn send(backends: &Backends, e: CloudEvent) -> Result<(), PipelineError> {
+async fn send(backends: &Backends, mut e: CloudEvent) -> Result<(), PipelineError> {
+    // Consumers continue the ingest's trace (CloudEvents distributed tracing).
+    e.traceparent = settle_shared::otel::traceparent();
     let message = OutgoingMessage {
         routing_key: e.event_type.clone(),
         message_id: e.id.clone(),

@@ -100,7 +100,14 @@ pub async fn post(
     // The host only: a receiver's path or query may hold a token of the merchant's.
     let span =
         settle_shared::dependency_span!("webhook", "POST", host, http.response.status_code = tracing::field::Empty,);
-    let result = send(client, url, webhook_id, timestamp, signature, body).instrument(span.clone()).await;
+    let request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", webhook_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body.to_vec());
+    let result = send(request).instrument(span.clone()).await;
     match (&result.status, &result.error) {
         (Some(status), _) => {
             span.record("http.response.status_code", status);
@@ -114,24 +121,10 @@ pub async fn post(
     result
 }
 
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    webhook_id: &str,
-    timestamp: i64,
-    signature: &str,
-    body: &[u8],
-) -> AttemptResult {
+/// Sends the request and keeps what the attempt log needs of the answer.
+async fn send(request: reqwest::RequestBuilder) -> AttemptResult {
     let start = Instant::now();
-    let sent = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", webhook_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body.to_vec())
-        .send()
-        .await;
+    let sent = request.send().await;
     match sent {
         Ok(response) => {
             let status = response.status().as_u16();
