@@ -84,18 +84,8 @@ impl Outbox {
             return;
         }
         for e in events {
-            let message = OutgoingMessage {
-                routing_key: e.event_type.clone(),
-                message_id: e.id.clone(),
-                content_type: CLOUDEVENTS_JSON.into(),
-                headers: headers([
-                    ("request-id", e.requestid.as_deref()),
-                    ("correlation-id", e.correlationid.as_deref()),
-                    ("idempotency-key", e.idempotencykey.as_deref()),
-                    (TRACEPARENT, e.traceparent.as_deref()),
-                ]),
-                body: e.to_json(),
-            };
+            let ids = [&e.requestid, &e.correlationid, &e.idempotencykey, &e.traceparent].map(|v| v.as_deref());
+            let message = message(&e.id, &e.event_type, e.to_json(), ids);
             if !self.publish_one(state, &e.id, &message).await {
                 return;
             }
@@ -153,18 +143,9 @@ impl Outbox {
             let (Some(id), Some(routing_key), Some(body)) = (text("_id"), text("routing_key"), text("body")) else {
                 continue;
             };
-            let message = OutgoingMessage {
-                routing_key,
-                message_id: id.clone(),
-                content_type: CLOUDEVENTS_JSON.into(),
-                headers: headers([
-                    ("request-id", text("request_id").as_deref()),
-                    ("correlation-id", text("correlation_id").as_deref()),
-                    ("idempotency-key", text("idempotency_key").as_deref()),
-                    (TRACEPARENT, text("traceparent").as_deref()),
-                ]),
-                body: body.into_bytes(),
-            };
+            // The stored body, byte for byte: a re-published event is the same event.
+            let stored = ["request_id", "correlation_id", "idempotency_key", "traceparent"].map(text);
+            let message = message(&id, &routing_key, body.into_bytes(), stored.each_ref().map(Option::as_deref));
             if !self.publish_one(state, &id, &message).await {
                 break;
             }
@@ -192,7 +173,17 @@ impl Outbox {
     }
 }
 
-/// The AMQP headers of an event: the ids it carries, those it has.
-fn headers<const N: usize>(values: [(&str, Option<&str>); N]) -> BTreeMap<String, String> {
-    values.into_iter().filter_map(|(name, value)| Some((name.to_string(), value?.to_string()))).collect()
+/// The AMQP message of an outbox event: its CloudEvent body, and as headers the ids it
+/// carries (request id, correlation id, Idempotency-Key, traceparent), those it has.
+fn message(id: &str, routing_key: &str, body: Vec<u8>, ids: [Option<&str>; 4]) -> OutgoingMessage {
+    const HEADERS: [&str; 4] = ["request-id", "correlation-id", "idempotency-key", TRACEPARENT];
+    let headers: BTreeMap<String, String> =
+        HEADERS.into_iter().zip(ids).filter_map(|(name, value)| Some((name.to_string(), value?.to_string()))).collect();
+    OutgoingMessage {
+        routing_key: routing_key.to_string(),
+        message_id: id.to_string(),
+        content_type: CLOUDEVENTS_JSON.into(),
+        headers,
+        body,
+    }
 }
