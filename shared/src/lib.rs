@@ -8,6 +8,7 @@ pub mod aws;
 pub mod backends;
 pub mod config;
 pub mod domain;
+pub mod first_invocation;
 pub mod health;
 pub mod metrics;
 pub mod net;

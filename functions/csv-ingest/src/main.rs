@@ -4,6 +4,7 @@ use aws_lambda_events::event::s3::S3Event;
 use lambda_runtime::{service_fn, LambdaEvent};
 use settle_csv_ingest::Ingestor;
 use settle_shared::config::{self, Backend};
+use settle_shared::first_invocation::FirstInvocation;
 
 // One thread: Lambda gives a process one invocation at a time, and the work is waiting on
 // the network (csv-ingest parses on a blocking thread of its own). A multi-threaded
@@ -17,12 +18,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Idempotent, and a no-op but for a new deployment: beside the first invocation rather
     // than before it. A run whose events the broker refused fails and is retried.
     let preparing = ingestor.clone();
-    tokio::spawn(async move {
+    let first = FirstInvocation::new(async move {
         if let Err(e) = preparing.prepare().await {
             tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
         }
     });
     lambda_runtime::run(service_fn(|event: LambdaEvent<S3Event>| {
+        first.start();
         let ingestor = ingestor.clone();
         async move {
             let context = &event.context;

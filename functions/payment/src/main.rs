@@ -2,6 +2,8 @@
 
 use settle_payment::{router, AppState};
 use settle_shared::config::{self, Backend};
+use settle_shared::first_invocation::FirstInvocation;
+use tower::ServiceExt;
 
 // One thread: Lambda gives a process one invocation at a time, and the work is waiting on
 // the network (csv-ingest parses on a blocking thread of its own). A multi-threaded
@@ -16,10 +18,15 @@ async fn main() -> Result<(), lambda_http::Error> {
     // a no-op: it runs beside the first invocation instead of delaying the cold start.
     // Until the exchange exists events wait in the outbox; the relay publishes them.
     let preparing = state.clone();
-    tokio::spawn(async move {
+    let first = FirstInvocation::new(async move {
         if let Err(e) = preparing.prepare().await {
             tracing::warn!(error = %e, "indexes or exchange not declared at cold start");
         }
     });
-    lambda_http::run(router(state)).await
+    // Around the router, not a router layer: those wrap every route, at every cold start.
+    let app = router(state).map_request(move |request: lambda_http::Request| {
+        first.start();
+        request
+    });
+    lambda_http::run(app).await
 }
