@@ -45,11 +45,15 @@ pub struct Auth {
 }
 
 /// Everything a handler needs, built once per cold start and shared by all requests.
+/// One `Arc`: axum clones the state for every route, method and layer while the router is
+/// built at each cold start, and a clone per field led that profile.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+/// The parts of [`AppState`], reached through it by `Deref`. Each is behind an `Arc` of its
+/// own for the code that keeps one part (a client handle, the config) past the state.
+pub struct AppParts {
     pub config: Arc<Config>,
-    /// Behind an `Arc` like the rest: the router clones the state once per route and
-    /// layer at cold start, and deep copies of every client handle led the init profile.
     pub backends: Arc<Backends>,
     pub auth: Arc<Auth>,
     pub outbox: Arc<outbox::Outbox>,
@@ -57,6 +61,14 @@ pub struct AppState {
     pub gateway_secret: Arc<Secret>,
     /// Seals webhook endpoint secrets (from `SETTLE_WEBHOOK_MASTER_KEY`).
     pub secret_box: settle_shared::webhooks::SecretBox,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -82,7 +94,7 @@ impl AppState {
                 return Err(KeyError { name, reason: "must be at least 32 characters".into() });
             }
         }
-        Ok(AppState {
+        Ok(AppState(Arc::new(AppParts {
             config: Arc::new(config),
             backends: Arc::new(backends),
             auth: Arc::new(Auth { verifier, revocations }),
@@ -90,10 +102,9 @@ impl AppState {
             fingerprint_key: Arc::new(fingerprint_key),
             gateway_secret: Arc::new(gateway_secret),
             secret_box: settle_shared::webhooks::SecretBox::new(&master),
-        })
+        })))
     }
 
-    /// Declares the indexes every query needs (idempotent; run at cold start).
     /// Cold-start set-up, idempotent: the indexes every query needs and the exchange
     /// events go to (Amazon MQ starts empty; until it is declared, events wait in the outbox).
     pub async fn prepare(&self) -> Result<(), String> {
