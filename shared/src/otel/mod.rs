@@ -4,7 +4,7 @@
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT`); otherwise no layer is installed and nothing is recorded.
 //!
 //! Not the OpenTelemetry SDK: its OTLP exporter brings an HTTP or gRPC client stack of its
-//! own into every zip (csv-ingest is within 120 kB of the 5 MB goal) and into every
+//! own into every zip (csv-ingest is within 300 kB of the 5 MB goal) and into every
 //! cold start, and a Lambda function must flush at the end of each invocation anyway,
 //! before the instance is frozen. What is here is what Settle needs: span ids and parents,
 //! attributes, status, and OTLP/HTTP JSON, which every OTLP receiver (the ADOT collector
