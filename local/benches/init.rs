@@ -10,7 +10,9 @@
 //! `cargo build --release --locked -p settle-local --example hello_lambda`
 //! `bash scripts/services && cargo bench -p settle-local --bench init`
 //! Asserts that every run reached `/next`, so a binary that failed to start cannot post a
-//! fast number.
+//! fast number. To compare two builds, copy each one's four binaries into a directory of
+//! its own (`<dir>/release/...`) and run with `CARGO_TARGET_DIR=<dir>`: a binary just
+//! written by the linker and one copied start up to 0.3 ms apart on this machine.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
