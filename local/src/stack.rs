@@ -150,8 +150,13 @@ impl LocalStack {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                if let Err(e) = relay_state.outbox.relay(&relay_state).await {
-                    tracing::warn!(error = %e, "outbox relay failed");
+                // Each pass in a task of its own: a panic in one (a driver bug) is logged
+                // and the next pass still runs, instead of the relay stopping for good.
+                let state = relay_state.clone();
+                match tokio::spawn(async move { state.outbox.relay(&state).await }).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "outbox relay failed"),
+                    Err(e) => tracing::error!(error = %e, "outbox relay pass panicked"),
                 }
             }
         }));

@@ -63,6 +63,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => ApiError::Unavailable("MongoDB"),
+            // A conflict a handler did not resolve itself (a concurrent transaction won):
+            // nothing is broken and a retry will likely pass, so a 503, never a 500.
+            StoreError::Conflict(_) => ApiError::Unavailable("MongoDB (a concurrent write conflicted)"),
             other => ApiError::Internal(anyhow::anyhow!(other)),
         }
     }

@@ -259,7 +259,7 @@ pub async fn create_payment(
             }
             let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
             writes.extend(events.iter().map(outbox::write));
-            match state.backends.documents.transaction(writes).await {
+            match insert_retrying_conflicts(state, writes).await {
                 Ok(()) => {}
                 Err(StoreError::Duplicate { .. }) => {
                     // An earlier execution with this key committed (its answer was lost):
@@ -287,6 +287,23 @@ pub async fn create_payment(
         }
     })
     .await
+}
+
+/// Commits a new payment's transaction, again after a write conflict. A brand-new payment
+/// conflicts only with another transaction holding its Idempotency-Key's index entry: an
+/// earlier try with the same key whose client gave up (a timeout) while the server still
+/// ran it. That one commits (the retry then meets the duplicate and answers with it) or is
+/// aborted (the retry commits) within moments; until then the answer is a 503 to retry.
+async fn insert_retrying_conflicts(state: &AppState, writes: Vec<Write>) -> Result<(), StoreError> {
+    let mut wait = std::time::Duration::from_millis(20);
+    for _ in 0..6 {
+        match state.backends.documents.transaction(writes.clone()).await {
+            Err(StoreError::Conflict(_)) => tokio::time::sleep(wait).await,
+            other => return other,
+        }
+        wait *= 2;
+    }
+    state.backends.documents.transaction(writes).await
 }
 
 fn merchant_id_of(caller: &Caller) -> Result<String, ApiError> {

@@ -57,6 +57,40 @@ fn stop_mongodb() -> Restore {
     Restore("mongodb")
 }
 
+/// Freezes SecantusDB in turns (SIGSTOP, SIGCONT) until dropped: a database that is slow
+/// rather than gone, so that requests time out in the middle of their transactions.
+struct Stalls {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    cycler: Option<std::thread::JoinHandle<()>>,
+}
+
+fn stall_mongodb(frozen: Duration, running: Duration) -> Stalls {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let cycler = std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(sh("pkill -STOP -f '[s]ecantusd'"), "could not freeze SecantusDB");
+            std::thread::sleep(frozen);
+            sh("pkill -CONT -f '[s]ecantusd'");
+            std::thread::sleep(running);
+        }
+    });
+    Stalls { done, cycler: Some(cycler) }
+}
+
+impl Drop for Stalls {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(cycler) = self.cycler.take() {
+            let _ = cycler.join();
+        }
+        // Whatever happened in the cycler, the server runs again.
+        if !sh("pkill -CONT -f '[s]ecantusd'") {
+            eprintln!("faults: could not resume SecantusDB");
+        }
+    }
+}
+
 struct Stack {
     stack: LocalStack,
     base: String,
@@ -65,6 +99,11 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
+    stack_timing_out_after("1000").await
+}
+
+/// The stack with `SETTLE_DEPENDENCY_TIMEOUT_MS` = `timeout_ms`.
+async fn stack_timing_out_after(timeout_ms: &str) -> Stack {
     let vars = [
         ("SETTLE_HTTP_ADDR", "127.0.0.1:0".to_string()),
         ("SETTLE_MONGODB_DATABASE", unique("faults")),
@@ -72,7 +111,7 @@ async fn stack() -> Stack {
         ("SETTLE_NOTIFY_QUEUE", unique("faults.notify")),
         ("SETTLE_BUCKET", unique("faults-bucket")),
         ("SETTLE_REDIS_PREFIX", format!("{}:", unique("faults"))),
-        ("SETTLE_DEPENDENCY_TIMEOUT_MS", "1000".to_string()),
+        ("SETTLE_DEPENDENCY_TIMEOUT_MS", timeout_ms.to_string()),
         ("SETTLE_RATE_LIMIT_MERCHANT", "1000000/60s".to_string()),
         ("SETTLE_RATE_LIMIT_IP", "1000000/60s".to_string()),
         ("SETTLE_RATE_LIMIT_TOKENS", "1000000/60s".to_string()),
@@ -139,25 +178,69 @@ impl Stack {
 type Seen = Arc<std::sync::Mutex<Vec<(String, String, String, bool)>>>;
 
 /// Every event on the stack's exchange, by id, through a durable tap of its own.
-async fn tap(stack: &Stack) -> Seen {
+async fn tap(stack: &Stack) -> (Seen, String) {
     let queue = unique("faults.tap");
     let bus = stack.stack.backends.bus.clone();
     // Durable (it outlives the broker restart) and dropped by the broker once idle.
     bus.declare_tap(&stack.stack.backends.topology.exchange, &queue, Duration::from_secs(600)).await.unwrap();
     let seen: Seen = Arc::default();
     let out = seen.clone();
-    settle_local::tap::follow(bus, queue, move |e, redelivered| {
+    settle_local::tap::follow(bus, queue.clone(), move |e, redelivered| {
         let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
         out.lock().unwrap().push((field("id"), field("type"), field("subject"), redelivered));
     });
-    seen
+    (seen, queue)
+}
+
+/// The broker's own count of a queue: messages ready, unacknowledged, and consumers.
+fn queue_depth(queue: &str) -> String {
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines().find(|l| l.starts_with(queue)).unwrap_or("(not listed)").to_string()
+}
+
+fn epoch_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+/// The outbox records (status, times) of the events about `subjects`, up to five: whether
+/// a missing event is still pending (the relay did not get to it) or was marked published
+/// (the broker confirmed it, and the tap never saw it) is what a failure needs to say.
+async fn outbox_of(s: &Stack, subjects: &[&String]) -> Vec<Value> {
+    let all = settle_shared::ports::documents::Query::new().limit(100_000);
+    let records = match s.stack.backends.documents.find("outbox", &all).await {
+        Ok(records) => records,
+        Err(e) => return vec![json!(format!("outbox unreadable: {e}"))],
+    };
+    let mut found: Vec<Value> = records
+        .into_iter()
+        .filter_map(|r| {
+            let body: Value = serde_json::from_str(r.get("body")?.as_str()?).ok()?;
+            let subject = body["subject"].as_str()?.to_string();
+            subjects.iter().any(|s| **s == subject).then(|| {
+                json!({"subject": subject, "type": body["type"], "status": r.get("status"),
+                       "created": r.get("created"), "published_at": r.get("published_at")})
+            })
+        })
+        .take(5)
+        .collect();
+    if found.is_empty() {
+        // No outbox record at all: say whether the payments themselves exist.
+        for subject in subjects.iter().take(5) {
+            let payment = s.stack.backends.documents.get("payments", subject).await;
+            found.push(json!({"subject": subject, "outbox": null, "payment": format!("{payment:?}")}));
+        }
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
     let _turn = SERIAL.lock().await;
     let s = Arc::new(stack().await);
-    let seen = tap(&s).await;
+    let (seen, tap_queue) = tap(&s).await;
     let card = s.card().await;
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -204,11 +287,13 @@ async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
         }
     };
     wait_for(200).await;
+    let stopped_ms = epoch_ms();
     let restore = stop_rabbitmq();
     let stopped_at = Instant::now();
     wait_for(700).await;
     let outage = stopped_at.elapsed();
     start_rabbitmq();
+    let started_ms = epoch_ms();
     drop(restore);
     let mut ids = HashSet::new();
     for w in workers {
@@ -248,13 +333,109 @@ async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
             copies += 1;
         }
     }
-    let missing: Vec<_> = ids.iter().filter(|id| !ids_per_payment.contains_key(id)).take(5).collect();
+    let missing: Vec<_> = ids.iter().filter(|id| !ids_per_payment.contains_key(id)).collect();
     let twice: Vec<_> = ids_per_payment.iter().filter(|(_, e)| e.len() > 1).take(5).collect();
-    assert!(missing.is_empty(), "events never published, e.g. {missing:?}");
+    if !missing.is_empty() {
+        let outbox = outbox_of(&s, &missing).await;
+        panic!(
+            "{} of 1000 events never reached the tap ({} events seen in all; broker stopped at {stopped_ms} ms, \
+             started at {started_ms} ms; the tap queue now: {}); their outbox records, e.g.: {outbox:#?}",
+            missing.len(),
+            seen.len(),
+            queue_depth(&tap_queue),
+        );
+    }
     assert!(twice.is_empty(), "a state change published as two events, e.g. {twice:?}");
     assert!(copies <= 50, "{copies} repeated deliveries of one id: more than the in-flight window explains");
     eprintln!(
         "faults: broker down for {outage:?} during 1000 payments; 1000 events, one id each, {copies} repeated copies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalling_mongodb_gets_retryable_answers_never_a_500_and_one_payment_per_key() {
+    let _turn = SERIAL.lock().await;
+    // 200 ms per dependency call, against freezes of 500 ms: requests give up in the middle
+    // of their transactions while the server still holds them, and clients retry.
+    let s = Arc::new(stack_timing_out_after("200").await);
+    let (seen, _) = tap(&s).await;
+    let card = s.card().await;
+    let stalls = stall_mongodb(Duration::from_millis(500), Duration::from_millis(700));
+    let mut workers = Vec::new();
+    for w in 0..10 {
+        let (s, card) = (s.clone(), card.clone());
+        workers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut retries = 0;
+            for i in 0..20 {
+                let key = format!("stall-{w}-{i}");
+                let body = json!({"amount": 2000 + i, "currency": "USD", "token": card, "confirm": true});
+                let mut r = s.post("/v1/payments", &key, body.clone()).await;
+                // A 503 or a 409 that says to retry (a try with this key still settling)
+                // is retried with the same key, as a client does; nothing else is.
+                while matches!(r.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT) && retries < 2000 {
+                    assert!(
+                        r.problem && r.retry_after,
+                        "{key}: {} must be problem+json with Retry-After: {}",
+                        r.status,
+                        r.json
+                    );
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    r = s.post("/v1/payments", &key, body.clone()).await;
+                }
+                assert_eq!(r.status, StatusCode::CREATED, "{key} answered {}: {}", r.status, r.json);
+                answers.push((key, body, r.json["id"].as_str().unwrap_or_default().to_string()));
+            }
+            (answers, retries)
+        }));
+    }
+    let mut answers = Vec::new();
+    let mut retries = 0;
+    for w in workers {
+        let (a, r) = w.await.unwrap();
+        answers.extend(a);
+        retries += r;
+    }
+    drop(stalls);
+
+    // One payment per key: a replay answers with it, and the store holds no other.
+    let mut ids = HashSet::new();
+    for (key, body, id) in &answers {
+        assert!(ids.insert(id.clone()), "{key}: a payment id answered for two keys");
+        let replay = s.post("/v1/payments", key, body.clone()).await;
+        assert_eq!(replay.json["id"].as_str(), Some(id.as_str()), "{key} replayed: {}", replay.json);
+    }
+    let all = settle_shared::ports::documents::Query::new().limit(100_000);
+    let stored = s.stack.backends.documents.find("payments", &all).await.unwrap();
+    let stored: HashSet<String> =
+        stored.iter().filter_map(|p| p.get("_id").and_then(Value::as_str).map(str::to_string)).collect();
+    assert_eq!(stored, ids, "the payments stored are not exactly the ones answered");
+
+    // And each one's event, once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let published = |seen: &[(String, String, String, bool)]| {
+        let mut per_payment: HashMap<String, HashSet<String>> = HashMap::new();
+        for (id, kind, subject, _) in seen {
+            if kind == "payment.succeeded" && ids.contains(subject) {
+                per_payment.entry(subject.clone()).or_default().insert(id.clone());
+            }
+        }
+        per_payment
+    };
+    while published(&seen.lock().unwrap()).len() < ids.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let per_payment = published(&seen.lock().unwrap());
+    let missing: Vec<_> = ids.iter().filter(|id| !per_payment.contains_key(*id)).collect();
+    if !missing.is_empty() {
+        let outbox = outbox_of(&s, &missing).await;
+        panic!("{} of {} events never published; their outbox records, e.g.: {outbox:#?}", missing.len(), ids.len());
+    }
+    assert!(per_payment.values().all(|e| e.len() == 1), "a payment published as two events");
+    eprintln!(
+        "faults: MongoDB frozen in turns during {} payments: {retries} retries, no 500, one payment per key",
+        ids.len()
     );
 }
 

@@ -4,7 +4,9 @@
 use super::{doc_id, Cond, Document, IndexSpec, Op, Order, Query, Scalar, StoreError, Write};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson};
-use mongodb::error::{ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR};
+use mongodb::error::{
+    ErrorKind, WriteFailure, RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
 use mongodb::options::{
     Acknowledgment, ClientOptions, IndexOptions, ReadConcern, Tls, TransactionOptions, WriteConcern,
 };
@@ -295,15 +297,41 @@ fn classify(e: mongodb::error::Error) -> StoreError {
     if e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
         return StoreError::Conflict(format!("transient transaction error: {}", e.kind));
     }
+    // A commit whose outcome the driver could not learn, or a write the server may retry:
+    // unknown outcome, which callers handle by re-reading (as for a timeout).
+    if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) || e.contains_label(RETRYABLE_WRITE_ERROR) {
+        return StoreError::Unavailable(e.kind.to_string());
+    }
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(we)) if we.code == DUPLICATE_KEY => {
             StoreError::Duplicate { collection: String::new() }
         }
         ErrorKind::Command(ce) if ce.code == DUPLICATE_KEY => StoreError::Duplicate { collection: String::new() },
         ErrorKind::Command(ce) if ce.code == WRITE_CONFLICT => StoreError::Conflict(ce.message.clone()),
+        ErrorKind::Command(ce) if BUSY_OR_STEPPING_DOWN.contains(&ce.code) => {
+            StoreError::Unavailable(e.kind.to_string())
+        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(wce)) if BUSY_OR_STEPPING_DOWN.contains(&wce.code) => {
+            StoreError::Unavailable(e.kind.to_string())
+        }
         ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
             StoreError::Unavailable(e.kind.to_string())
         }
         _ => StoreError::Other(e.kind.to_string()),
     }
 }
+
+/// Server codes that say "not now" rather than "never": a query past its time limit, a
+/// write concern that timed out (its write may still apply: unknown outcome), and a
+/// primary shutting down or stepping down (a failover, over in seconds).
+const BUSY_OR_STEPPING_DOWN: [i32; 9] = [
+    50,    // MaxTimeMSExpired
+    64,    // WriteConcernFailed (wtimeout)
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
