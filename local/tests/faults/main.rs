@@ -65,6 +65,7 @@ struct Stalls {
 }
 
 fn stall_mongodb(frozen: Duration, running: Duration) -> Stalls {
+    assert!(sh("pgrep -f '[s]ecantusd' >/dev/null"), "SecantusDB is not running: nothing to stall");
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = done.clone();
     let cycler = std::thread::spawn(move || {
@@ -398,6 +399,7 @@ async fn a_stalling_mongodb_gets_retryable_answers_never_a_500_and_one_payment_p
         retries += r;
     }
     drop(stalls);
+    assert!(retries > 0, "no request met a stall: this run tested nothing");
 
     // One payment per key: a replay answers with it, and the store holds no other.
     let mut ids = HashSet::new();
