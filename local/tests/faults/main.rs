@@ -6,6 +6,7 @@
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use settle_local::{LocalStack, StackOptions};
+use settle_payment::store::{OUTBOX, PAYMENTS};
 use settle_shared::config::Backend;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -193,6 +194,29 @@ async fn tap(stack: &Stack) -> (Seen, String) {
     (seen, queue)
 }
 
+/// The `payment.succeeded` event ids the tap saw, by payment, for the payments in `ids`.
+fn succeeded_events(
+    seen: &[(String, String, String, bool)],
+    ids: &HashSet<String>,
+) -> HashMap<String, HashSet<String>> {
+    let mut per_payment: HashMap<String, HashSet<String>> = HashMap::new();
+    for (id, kind, subject, _) in seen {
+        if kind == "payment.succeeded" && ids.contains(subject) {
+            per_payment.entry(subject.clone()).or_default().insert(id.clone());
+        }
+    }
+    per_payment
+}
+
+/// Waits until the tap has seen a `payment.succeeded` event for every payment in `ids`,
+/// or `within` has passed.
+async fn await_succeeded(seen: &Seen, ids: &HashSet<String>, within: Duration) {
+    let deadline = Instant::now() + within;
+    while succeeded_events(&seen.lock().unwrap(), ids).len() < ids.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The broker's own count of a queue: messages ready, unacknowledged, and consumers.
 fn queue_depth(queue: &str) -> String {
     let out = Command::new("rabbitmqctl")
@@ -211,7 +235,7 @@ fn epoch_ms() -> u128 {
 /// (the broker confirmed it, and the tap never saw it) is what a failure needs to say.
 async fn outbox_of(s: &Stack, subjects: &[&String]) -> Vec<Value> {
     let all = settle_shared::ports::documents::Query::new().limit(100_000);
-    let records = match s.stack.backends.documents.find("outbox", &all).await {
+    let records = match s.stack.backends.documents.find(OUTBOX, &all).await {
         Ok(records) => records,
         Err(e) => return vec![json!(format!("outbox unreadable: {e}"))],
     };
@@ -230,7 +254,7 @@ async fn outbox_of(s: &Stack, subjects: &[&String]) -> Vec<Value> {
     if found.is_empty() {
         // No outbox record at all: say whether the payments themselves exist.
         for subject in subjects.iter().take(5) {
-            let payment = s.stack.backends.documents.get("payments", subject).await;
+            let payment = s.stack.backends.documents.get(PAYMENTS, subject).await;
             found.push(json!({"subject": subject, "outbox": null, "payment": format!("{payment:?}")}));
         }
     }
@@ -306,17 +330,7 @@ async fn a_broker_outage_during_1000_payments_loses_and_duplicates_no_event() {
     assert_eq!(ids.len(), 1000);
 
     // The outbox relay publishes what the broker missed: each payment's event once.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let count = |seen: &[(String, String, String, bool)]| {
-        seen.iter()
-            .filter(|e| e.1 == "payment.succeeded" && ids.contains(&e.2))
-            .map(|e| e.2.clone())
-            .collect::<HashSet<_>>()
-            .len()
-    };
-    while count(&seen.lock().unwrap()) < 1000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    await_succeeded(&seen, &ids, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = seen.lock().unwrap().clone();
     // One event id per payment. A message the broker took just as it stopped, whose confirm
@@ -409,26 +423,14 @@ async fn a_stalling_mongodb_gets_retryable_answers_never_a_500_and_one_payment_p
         assert_eq!(replay.json["id"].as_str(), Some(id.as_str()), "{key} replayed: {}", replay.json);
     }
     let all = settle_shared::ports::documents::Query::new().limit(100_000);
-    let stored = s.stack.backends.documents.find("payments", &all).await.unwrap();
+    let stored = s.stack.backends.documents.find(PAYMENTS, &all).await.unwrap();
     let stored: HashSet<String> =
         stored.iter().filter_map(|p| p.get("_id").and_then(Value::as_str).map(str::to_string)).collect();
     assert_eq!(stored, ids, "the payments stored are not exactly the ones answered");
 
     // And each one's event, once.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let published = |seen: &[(String, String, String, bool)]| {
-        let mut per_payment: HashMap<String, HashSet<String>> = HashMap::new();
-        for (id, kind, subject, _) in seen {
-            if kind == "payment.succeeded" && ids.contains(subject) {
-                per_payment.entry(subject.clone()).or_default().insert(id.clone());
-            }
-        }
-        per_payment
-    };
-    while published(&seen.lock().unwrap()).len() < ids.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let per_payment = published(&seen.lock().unwrap());
+    await_succeeded(&seen, &ids, Duration::from_secs(60)).await;
+    let per_payment = succeeded_events(&seen.lock().unwrap(), &ids);
     let missing: Vec<_> = ids.iter().filter(|id| !per_payment.contains_key(*id)).collect();
     if !missing.is_empty() {
         let outbox = outbox_of(&s, &missing).await;
