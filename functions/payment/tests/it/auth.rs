@@ -64,6 +64,64 @@ async fn tokens_are_verified_strictly() {
     }
 }
 
+/// The guard wraps exactly the authenticated routes: each of them, for every method it
+/// serves, answers a request without a token with the Bearer challenge, and no public
+/// route does. (The router layers the guard between the two groups of routes; a route
+/// added on the wrong side of it would be open, or closed to its callers.)
+#[tokio::test]
+async fn the_guard_covers_every_authenticated_route_and_no_public_one() {
+    let _broker = BROKER.read().await;
+    let app = TestApp::new().await;
+    let authenticated = [
+        (Method::POST, "/v1/tokens"),
+        (Method::POST, "/v1/payments"),
+        (Method::GET, "/v1/payments"),
+        (Method::GET, "/v1/payments/pay_x"),
+        (Method::POST, "/v1/payments/pay_x/refunds"),
+        (Method::GET, "/v1/payments/pay_x/refunds"),
+        (Method::GET, "/v1/payments/pay_x/refunds/re_x"),
+        (Method::POST, "/v1/payments/pay_x/capture"),
+        (Method::POST, "/v1/admin/revocations"),
+        (Method::POST, "/v1/webhook_endpoints"),
+        (Method::GET, "/v1/webhook_endpoints"),
+        (Method::GET, "/v1/webhook_endpoints/we_x"),
+        (Method::PATCH, "/v1/webhook_endpoints/we_x"),
+        (Method::DELETE, "/v1/webhook_endpoints/we_x"),
+        (Method::POST, "/v1/webhook_endpoints/we_x/rotate_secret"),
+        (Method::GET, "/v1/webhook_endpoints/we_x/attempts"),
+        (Method::POST, "/v1/webhook_endpoints/we_x/resend"),
+        (Method::POST, "/v1/webhook_endpoints/we_x/recover"),
+        (Method::GET, "/v1/events/evt_x/attempts"),
+        (Method::GET, "/v1/settlements/summary"),
+    ];
+    let public = [
+        (Method::GET, "/healthz"),
+        (Method::GET, "/openapi.json"),
+        (Method::GET, "/v1/payments/pay_x/3ds"),
+        (Method::POST, "/v1/payments/pay_x/3ds/approve"),
+        (Method::POST, "/v1/gateway/webhooks"),
+        (Method::GET, "/no/such/route"),
+    ];
+    let without_token = |method: &Method, path: &str| {
+        axum::http::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from("{}"))
+            .unwrap()
+    };
+    for (method, path) in &authenticated {
+        let r = app.call(without_token(method, path)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} answered without a token: {}", r.text);
+        assert!(r.headers.get("www-authenticate").is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")));
+    }
+    for (method, path) in &public {
+        let r = app.call(without_token(method, path)).await;
+        assert!(!r.headers.contains_key("www-authenticate"), "{method} {path} asked for a token: {}", r.text);
+        assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is not routed: {}", r.text);
+    }
+}
+
 #[tokio::test]
 async fn es256_tokens_from_a_standard_library_are_accepted() {
     let _broker = BROKER.read().await;
