@@ -9,9 +9,13 @@
 //! in one cargo invocation, cargo unifies settle-shared's features and the payment API and
 //! the notifier then build csv-ingest's S3 client at start-up too), and the hello world,
 //! copies the four binaries to one directory (`SETTLE_INIT_BINARIES`, default
-//! `target/init-bench`), then runs this: a binary just written by the linker and one copied
-//! start up to 0.3 ms apart on this machine, so all four are measured as copies. To compare
-//! two builds, give each its own directory.
+//! `target/init-bench`), then runs this. To compare two builds, give each its own directory.
+//!
+//! How a binary's file sits in the page cache moves its start-up time: two copies of one
+//! file, made a second apart, started up to 0.12 ms apart (hello world: 0.06 ms), and a
+//! copy some minutes old started 0.13 to 0.23 ms slower than a fresh one. So each binary is
+//! measured as [`COPIES`] fresh copies, made here just before the rounds, and its figure is
+//! the median over all of them: one lucky or unlucky copy no longer decides a ratio.
 //! Asserts that every run reached `/next`, so a binary that failed to start cannot post a
 //! fast number, and that the payment API and the notifier carry no S3 client.
 
@@ -22,16 +26,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 // Cold starts of 1.2 to 3.5 ms on a shared two-core VM: with 21 rounds the ratio of two
-// medians moved by up to 0.45x between runs, with 101 by about 0.15x, with 1001 (ten
-// seconds) by about 0.1x: what is left is the machine's state, not the sample size.
-const RUNS: usize = 1001;
+// medians moved by up to 0.45x between runs, with 101 by about 0.15x, with 1001 by about
+// 0.1x: what was left was the copies' placement in the page cache (see above) and the
+// machine's state, not the sample size. 301 rounds of four copies each: 1,204 cold starts
+// per binary, about 15 seconds in all.
+const RUNS: usize = 301;
+const COPIES: usize = 4;
 const GOAL_RATIO: f64 = 1.5;
 
-fn release_binary(name: &str) -> PathBuf {
-    let dir = std::env::var("SETTLE_INIT_BINARIES")
+fn binaries_dir() -> PathBuf {
+    std::env::var("SETTLE_INIT_BINARIES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/init-bench"));
-    let path = dir.join(name);
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/init-bench"))
+}
+
+fn release_binary(name: &str) -> PathBuf {
+    let path = binaries_dir().join(name);
     assert!(path.exists(), "{} is missing: run `bash scripts/bench-init`", path.display());
     path
 }
@@ -47,6 +57,17 @@ fn assert_built_alone(label: &str, path: &PathBuf) {
          (features unified), not as it ships; run `bash scripts/bench-init`",
         path.display()
     );
+}
+
+/// `COPIES` fresh copies of `binary` in `dir`, named after `label`.
+fn fresh_copies(binary: &PathBuf, label: &str, dir: &std::path::Path) -> Vec<PathBuf> {
+    (0..COPIES)
+        .map(|i| {
+            let copy = dir.join(format!("{}.{i}", label.replace(' ', "-")));
+            std::fs::copy(binary, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", binary.display()));
+            copy
+        })
+        .collect()
 }
 
 /// Reads `/proc/<pid>/status` field `name` in MiB.
@@ -132,31 +153,48 @@ async fn main() {
         ("notify", "notify"),
         ("csv-ingest", "csv-ingest"),
     ];
-    // Round-robin, one cold start of each binary per round: a noisy stretch of this shared
-    // machine then slows every binary alike instead of whichever ran during it.
+    // Round-robin, one cold start of each copy of each binary per round: a noisy stretch of
+    // this shared machine then slows every binary alike instead of whichever ran during it.
     let paths: Vec<PathBuf> = binaries.iter().map(|(_, name)| release_binary(name)).collect();
     for ((label, name), path) in binaries.iter().zip(&paths) {
         if matches!(*name, "payment" | "notify") {
             assert_built_alone(label, path);
         }
     }
-    let mut times = vec![Vec::new(); binaries.len()];
+    let copies_dir = binaries_dir().join(format!("copies-{}", std::process::id()));
+    std::fs::create_dir_all(&copies_dir).unwrap();
+    let copies: Vec<Vec<PathBuf>> =
+        binaries.iter().zip(&paths).map(|((label, _), path)| fresh_copies(path, label, &copies_dir)).collect();
+    // times[binary][copy]: milliseconds from spawn to `/next`.
+    let mut times = vec![vec![Vec::new(); COPIES]; binaries.len()];
     let mut rss = vec![Vec::new(); binaries.len()];
     for _ in 0..RUNS {
-        for (i, path) in paths.iter().enumerate() {
-            let (t, r) = one_cold_start(path, &env).await;
-            times[i].push(t.as_secs_f64() * 1000.0);
-            rss[i].push(r);
+        for copy in 0..COPIES {
+            for (i, copies) in copies.iter().enumerate() {
+                let (t, r) = one_cold_start(&copies[copy], &env).await;
+                times[i][copy].push(t.as_secs_f64() * 1000.0);
+                rss[i].push(r);
+            }
         }
     }
-    println!("\n{:<14} {:>12} {:>12} {:>10} {:>12}", "binary", "init p50", "init min", "vs hello", "peak RSS");
-    let hello = median(times[0].clone());
+    std::fs::remove_dir_all(&copies_dir).ok();
+    println!(
+        "\n{:<14} {:>12} {:>12} {:>10} {:>12}   {}",
+        "binary", "init p50", "init min", "vs hello", "peak RSS", "p50 of each copy"
+    );
+    let hello = median(times[0].concat());
     let mut verdicts = Vec::new();
     for (i, (label, _)) in binaries.iter().enumerate() {
-        let p50 = median(times[i].clone());
-        let min = times[i].iter().copied().fold(f64::MAX, f64::min);
+        let all = times[i].concat();
+        let p50 = median(all.clone());
+        let min = all.iter().copied().fold(f64::MAX, f64::min);
         let ratio = p50 / hello;
-        println!("{label:<14} {p50:>9.2} ms {min:>9.2} ms {ratio:>9.2}x {:>8.1} MiB", median(rss[i].clone()));
+        let per_copy: Vec<String> = times[i].iter().map(|t| format!("{:.2}", median(t.clone()))).collect();
+        println!(
+            "{label:<14} {p50:>9.2} ms {min:>9.2} ms {ratio:>9.2}x {:>8.1} MiB   {} ms",
+            median(rss[i].clone()),
+            per_copy.join(" ")
+        );
         if i > 0 {
             verdicts.push((label, ratio));
         }
