@@ -5,10 +5,10 @@
 
 use crate::redact::Secret;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::digest;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const ENDPOINTS: &str = "webhook_endpoints";
@@ -105,11 +105,17 @@ pub struct SecretBox {
 }
 
 impl SecretBox {
+    /// The key is SHA-256 of a label and the master key. aws-lc computes it rather than the
+    /// `sha2` crate: both functions build their box at every cold start, and `sha2` would
+    /// first probe the CPU's features itself (on x86_64 VMs each `cpuid` is a VM exit),
+    /// which aws-lc has already done when the process started.
     pub fn new(master_key: &Secret) -> Self {
-        let mut h = Sha256::new();
+        let mut h = digest::Context::new(&digest::SHA256);
         h.update(b"settle/webhook-secrets/v1\0");
         h.update(master_key.expose().as_bytes());
-        SecretBox { key: h.finalize().into() }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(h.finish().as_ref());
+        SecretBox { key }
     }
 
     fn cipher(&self) -> LessSafeKey {
@@ -263,6 +269,14 @@ mod tests {
         assert_eq!(sealer.open(&sealed).unwrap().expose(), "whsec_abc");
         assert_eq!(SecretBox::new(&Secret::new("master-key-two")).open(&sealed), Err(SealError::Open));
         assert_eq!(sealer.open("bm9wZQ=="), Err(SealError::Open));
+    }
+
+    #[test]
+    fn the_sealing_key_derivation_is_unchanged() {
+        // Secrets sealed by earlier releases must still open: SHA-256 of the label and the
+        // master key (this vector from Python's hashlib).
+        let key = SecretBox::new(&Secret::new("master-key-one")).key;
+        assert_eq!(hex::encode(key), "4dd44e7e65f3c0d715e5b3e284f1d9aa1ae08f5d47e185541372595aecf35437");
     }
 
     #[test]
