@@ -179,8 +179,8 @@ async fn main() {
     }
     std::fs::remove_dir_all(&copies_dir).ok();
     println!(
-        "\n{:<14} {:>12} {:>12} {:>10} {:>12}   {}",
-        "binary", "init p50", "init min", "vs hello", "peak RSS", "p50 of each copy"
+        "\n{:<14} {:>12} {:>12} {:>10} {:>12}   p50 of each copy",
+        "binary", "init p50", "init min", "vs hello", "peak RSS"
     );
     let hello = median(times[0].concat());
     let mut verdicts = Vec::new();
