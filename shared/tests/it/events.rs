@@ -132,6 +132,7 @@ crate::contract_tests!(
         unsettled_deliveries_come_back_when_the_consumer_goes,
         publishing_to_an_undeclared_exchange_fails,
         a_tap_sees_every_event_beside_the_notifier,
+        overlong_routing_keys_are_refused,
     ]
 );
 
@@ -175,6 +176,36 @@ async fn real_negative_confirms_surface_as_nacked() {
     b.bus.publish(&b.topology.exchange, &message("x", "e1")).await.unwrap();
     let refused = b.bus.publish(&b.topology.exchange, &message("x", "e2")).await;
     assert!(matches!(refused, Err(BusError::Nacked)), "{refused:?}");
+}
+
+/// Publishes are `mandatory`: one that no queue takes comes back as `Unroutable`
+/// instead of being confirmed and lost, and the channel stays usable.
+#[tokio::test]
+async fn real_unroutable_publishes_fail() {
+    use lapin::options::ExchangeDeclareOptions;
+    use lapin::types::FieldTable;
+    let b = rabbit_bus().await;
+    // Arrange: an exchange with no queue bound.
+    let conn = lapin::Connection::connect(&helpers::amqp_url(), Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let bare = helpers::unique("it.bare");
+    let options = ExchangeDeclareOptions { auto_delete: true, ..Default::default() };
+    ch.exchange_declare(bare.as_str().into(), lapin::ExchangeKind::Topic, options, FieldTable::default())
+        .await
+        .unwrap();
+    // Act / Assert
+    let refused = b.bus.publish(&bare, &message("payment.succeeded", "e1")).await;
+    assert!(matches!(&refused, Err(BusError::Unroutable(key)) if key == "payment.succeeded"), "{refused:?}");
+    b.bus.declare(&b.topology).await.unwrap();
+    b.bus.publish(&b.topology.exchange, &message("payment.succeeded", "e2")).await.unwrap();
+}
+
+/// A routing key AMQP cannot carry is refused before it reaches the broker, by both.
+async fn overlong_routing_keys_are_refused(b: Bus) {
+    b.bus.declare(&b.topology).await.unwrap();
+    let refused = b.bus.publish(&b.topology.exchange, &message(&"k".repeat(256), "e1")).await;
+    assert!(matches!(&refused, Err(BusError::Other(why)) if why.contains("255")), "{refused:?}");
+    b.bus.publish(&b.topology.exchange, &message(&"k".repeat(255), "e2")).await.unwrap();
 }
 
 #[tokio::test]

@@ -89,11 +89,10 @@ impl MemoryBus {
             state.nacks_pending -= 1;
             return Err(BusError::Nacked);
         }
-        route(
-            &mut state,
-            exchange,
-            Stored { exchange: exchange.to_string(), message: message.clone(), redelivered: false },
-        );
+        let stored = Stored { exchange: exchange.to_string(), message: message.clone(), redelivered: false };
+        if route(&mut state, exchange, stored) == 0 {
+            return Err(BusError::Unroutable(message.routing_key.clone()));
+        }
         Ok(())
     }
 
@@ -106,8 +105,9 @@ impl MemoryBus {
     }
 }
 
-/// Unroutable messages are dropped, as RabbitMQ does without `mandatory`.
-fn route(state: &mut State, exchange: &str, stored: Stored) {
+/// Delivers `stored` to every queue bound for its routing key; returns how many took it
+/// (none: the publish is unroutable, as RabbitMQ reports a `mandatory` publish).
+fn route(state: &mut State, exchange: &str, stored: Stored) -> usize {
     let targets: Vec<String> = state
         .exchanges
         .get(exchange)
@@ -116,12 +116,15 @@ fn route(state: &mut State, exchange: &str, stored: Stored) {
         .filter(|(pattern, _)| pattern.as_deref().is_none_or(|p| topic_matches(p, &stored.message.routing_key)))
         .map(|(_, q)| q.clone())
         .collect();
+    let mut taken = 0;
     for name in targets {
         if let Some(q) = state.queues.get_mut(&name) {
             q.messages.push_back(stored.clone());
             q.notify.notify_one();
+            taken += 1;
         }
     }
+    taken
 }
 
 pub struct MemorySubscription {
@@ -201,5 +204,31 @@ impl Drop for MemoryAcker {
         if let Some(stored) = self.message.take() {
             self.settle(stored, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(routing_key: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            routing_key: routing_key.into(),
+            message_id: "evt_1".into(),
+            content_type: "application/cloudevents+json".into(),
+            headers: Default::default(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_publish_no_queue_takes_is_unroutable_as_with_mandatory() {
+        let bus = MemoryBus::new();
+        // An exchange with no queue bound (as RabbitMQ has one declared by someone else).
+        bus.lock().exchanges.insert("bare".into(), Vec::new());
+        let refused = bus.publish("bare", &message("payment.succeeded"));
+        assert!(matches!(&refused, Err(BusError::Unroutable(key)) if key == "payment.succeeded"), "{refused:?}");
+        bus.declare(&Topology::new("bare", "q"));
+        bus.publish("bare", &message("payment.succeeded")).unwrap();
     }
 }

@@ -11,6 +11,9 @@ pub use rabbitmq::RabbitBus;
 use crate::{dependency_span, otel};
 use std::collections::BTreeMap;
 
+/// The longest routing key AMQP can carry (a short string).
+pub const MAX_ROUTING_KEY_BYTES: usize = 255;
+
 /// The AMQP header (and CloudEvents extension) that carries W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -19,6 +22,10 @@ pub enum BusError {
     /// The broker refused the message (negative publisher confirm).
     #[error("broker did not confirm the message")]
     Nacked,
+    /// Published `mandatory` and no queue is bound for its routing key: the broker
+    /// returned it. A failure, so that the event stays in the outbox instead of vanishing.
+    #[error("no queue is bound for routing key '{0}'")]
+    Unroutable(String),
     #[error("broker unavailable: {0}")]
     Unavailable(String),
     #[error("broker error: {0}")]
@@ -158,6 +165,13 @@ impl EventBus {
     /// A message without a `traceparent` header gets the publish span's, so that its
     /// consumer continues the trace.
     pub async fn publish(&self, exchange: &str, message: &OutgoingMessage) -> Result<(), BusError> {
+        // AMQP carries a routing key as a short string: the broker would close the channel.
+        if message.routing_key.len() > MAX_ROUTING_KEY_BYTES {
+            return Err(BusError::Other(format!(
+                "routing key is {} bytes, over AMQP's {MAX_ROUTING_KEY_BYTES}",
+                message.routing_key.len()
+            )));
+        }
         let span = dependency_span!(producer: "rabbitmq", "publish", exchange,
             messaging.rabbitmq.destination.routing_key = %message.routing_key,
             messaging.message.id = %message.message_id);

@@ -214,14 +214,18 @@ impl RabbitBus {
                 .basic_publish(
                     exchange.into(),
                     m.routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
+                    // Mandatory: a message no queue takes comes back (basic.return before the
+                    // ack) instead of being acked and dropped, so an unroutable event is a
+                    // failed publish that stays in the outbox.
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
                     &m.body,
                     properties,
                 )
                 .await
                 .map_err(classify)?;
             match confirm.await.map_err(classify)? {
-                Confirmation::Ack(_) => Ok(()),
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_returned)) => Err(BusError::Unroutable(m.routing_key.clone())),
                 Confirmation::Nack(_) => Err(BusError::Nacked),
                 Confirmation::NotRequested => Err(BusError::Other("channel is not in confirm mode".into())),
             }
