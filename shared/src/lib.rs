@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod otel;
+pub mod outbox;
 pub mod ports;
 pub mod problem;
 pub mod redact;

@@ -196,7 +196,7 @@ async fn main() {
         "\nPOST /v1/payments p50 is {:.1}x the sum of its primitives' p50",
         full_p50.as_secs_f64() / primitives.as_secs_f64()
     );
-    let published = state.outbox.relay(&state).await.unwrap();
+    let published = state.outbox.relay(&state).await.unwrap().published;
     println!("outbox relay found {published} unpublished events after the run");
     if let settle_shared::ports::documents::DocumentStore::Mongo(m) = &backends.documents {
         m.drop_database().await.ok();

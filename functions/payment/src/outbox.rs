@@ -3,20 +3,18 @@
 //! re-published by a relay if that failed (broker down). Publishing is at least once;
 //! a repeated publish carries the same event id.
 
-use crate::store::{now_ms, OUTBOX};
+use crate::store::now_ms;
 use crate::AppState;
 use serde_json::json;
-use settle_shared::domain::event::{CloudEvent, CLOUDEVENTS_JSON};
+use settle_shared::domain::event::CloudEvent;
 use settle_shared::otel;
-use settle_shared::ports::documents::{Cond, Order, Query, Write};
-use settle_shared::ports::events::{OutgoingMessage, TRACEPARENT};
-use std::collections::BTreeMap;
+use settle_shared::outbox::{mark_published, message, relay, RelayReport, OUTBOX, PENDING};
+use settle_shared::ports::documents::Write;
+use settle_shared::ports::events::OutgoingMessage;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The relay leaves events younger than this to the request that wrote them.
-const RELAY_GRACE: Duration = Duration::from_secs(5);
 /// How often one instance drains the outbox on its own.
 const RELAY_EVERY: Duration = Duration::from_secs(10);
 /// After a failed publish, requests stop trying in-line for this long (the relay keeps
@@ -64,7 +62,7 @@ pub fn event(
 pub fn write(event: &CloudEvent) -> Write {
     let doc = json!({
         "_id": event.id,
-        "status": "pending",
+        "status": PENDING,
         "routing_key": event.event_type,
         "body": String::from_utf8_lossy(&event.to_json()),
         "request_id": event.requestid,
@@ -99,18 +97,7 @@ impl Outbox {
     async fn publish_one(&self, state: &AppState, id: &str, message: &OutgoingMessage) -> bool {
         match state.backends.bus.publish(&state.backends.topology.exchange, message).await {
             Ok(()) => {
-                let set = json!({"status": "published", "published_at": now_ms()});
-                let done = state
-                    .backends
-                    .documents
-                    .update(
-                        OUTBOX,
-                        id,
-                        vec![Cond::eq("status", "pending")],
-                        set.as_object().cloned().unwrap_or_default(),
-                    )
-                    .await;
-                if let Err(e) = done {
+                if let Err(e) = mark_published(&state.backends.documents, id).await {
                     // Published but not marked: the relay will publish it again, same id.
                     tracing::warn!(error = %e, event = id, "event published but outbox not updated");
                 }
@@ -125,37 +112,18 @@ impl Outbox {
         }
     }
 
-    /// Publishes pending events older than the grace period, oldest first. Returns how
-    /// many were published.
-    pub async fn relay(&self, state: &AppState) -> anyhow::Result<usize> {
-        let Ok(_guard) = self.relaying.try_lock() else { return Ok(0) };
+    /// One relay pass ([`settle_shared::outbox::relay`]); a pass already running in this
+    /// instance makes this one a no-op.
+    pub async fn relay(&self, state: &AppState) -> anyhow::Result<RelayReport> {
+        let Ok(_guard) = self.relaying.try_lock() else { return Ok(RelayReport::default()) };
         self.last_relay_ms.store(now_ms(), Ordering::Relaxed);
-        let cutoff = now_ms() - RELAY_GRACE.as_millis() as i64;
-        let query = Query::new()
-            .filter(Cond::eq("status", "pending"))
-            .filter(Cond::new("created", settle_shared::ports::documents::Op::Lte, cutoff))
-            .sort("created", Order::Asc)
-            .limit(200);
-        let pending = state.backends.documents.find(OUTBOX, &query).await?;
-        let mut published = 0;
-        for doc in pending {
-            let text = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_string);
-            let (Some(id), Some(routing_key), Some(body)) = (text("_id"), text("routing_key"), text("body")) else {
-                continue;
-            };
-            // The stored body, byte for byte: a re-published event is the same event.
-            let stored = ["request_id", "correlation_id", "idempotency_key", "traceparent"].map(text);
-            let message = message(&id, &routing_key, body.into_bytes(), stored.each_ref().map(Option::as_deref));
-            if !self.publish_one(state, &id, &message).await {
-                break;
-            }
-            published += 1;
-        }
-        if published > 0 {
+        let backends = &state.backends;
+        let report =
+            relay(&backends.documents, &backends.bus, &backends.topology.exchange, crate::METRICS_FUNCTION).await?;
+        if report.published > 0 {
             *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            tracing::info!(published, "outbox relay published pending events");
         }
-        Ok(published)
+        Ok(report)
     }
 
     /// Runs the relay if this instance has not run it lately. In the invocation, not in
@@ -170,20 +138,5 @@ impl Outbox {
         if let Err(e) = self.relay(state).await {
             tracing::warn!(error = %e, "outbox relay failed");
         }
-    }
-}
-
-/// The AMQP message of an outbox event: its CloudEvent body, and as headers the ids it
-/// carries (request id, correlation id, Idempotency-Key, traceparent), those it has.
-fn message(id: &str, routing_key: &str, body: Vec<u8>, ids: [Option<&str>; 4]) -> OutgoingMessage {
-    const HEADERS: [&str; 4] = ["request-id", "correlation-id", "idempotency-key", TRACEPARENT];
-    let headers: BTreeMap<String, String> =
-        HEADERS.into_iter().zip(ids).filter_map(|(name, value)| Some((name.to_string(), value?.to_string()))).collect();
-    OutgoingMessage {
-        routing_key: routing_key.to_string(),
-        message_id: id.to_string(),
-        content_type: CLOUDEVENTS_JSON.into(),
-        headers,
-        body,
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub const TOKENS: &str = "tokens";
 pub const PAYMENTS: &str = "payments";
 pub const REFUNDS: &str = "refunds";
-pub const OUTBOX: &str = "outbox";
+pub use settle_shared::outbox::OUTBOX;
 pub const GATEWAY_EVENTS: &str = "gateway_events";
 
 /// How long a payment stays in the cache. Every change overwrites the entry, so this only
@@ -28,11 +28,11 @@ pub fn indexes() -> Vec<IndexSpec> {
         IndexSpec::new(PAYMENTS, &["merchant_id", "status"]),
         IndexSpec::new(PAYMENTS, &["created"]),
         IndexSpec::new(REFUNDS, &["payment_id"]),
-        IndexSpec::new(OUTBOX, &["status", "created"]),
         IndexSpec::new(PAYMENTS, &["merchant_id", "idempotency_hash"]).unique(),
         IndexSpec::new(REFUNDS, &["merchant_id", "idempotency_hash"]).unique(),
     ]
     .into_iter()
+    .chain(settle_shared::outbox::indexes())
     .chain(settle_shared::webhooks::indexes())
     .chain(settle_shared::settlements::indexes())
     .collect()

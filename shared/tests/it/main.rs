@@ -8,6 +8,7 @@ mod events;
 mod helpers;
 mod kv;
 mod objects;
+mod outbox;
 mod secrets;
 mod tls;
 

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 struct State {
     collections: HashMap<String, BTreeMap<String, Document>>,
     indexes: HashMap<String, Vec<IndexSpec>>,
+    /// collection → how many of its next finds fail (see `fail_next_finds`).
+    failing_finds: HashMap<String, usize>,
 }
 
 #[derive(Clone, Default)]
@@ -72,8 +74,22 @@ impl MemoryDocuments {
         Ok(inserted)
     }
 
-    pub(super) fn find(&self, collection: &str, query: &Query) -> Vec<Document> {
-        let state = self.lock();
+    /// Makes the next `n` finds on `collection` fail as an unreachable server would, so
+    /// that what a caller does with one failed read can be tested without MongoDB.
+    pub fn fail_next_finds(&self, collection: &str, n: usize) {
+        self.lock().failing_finds.insert(collection.to_string(), n);
+    }
+
+    pub(super) fn find(&self, collection: &str, query: &Query) -> Result<Vec<Document>, StoreError> {
+        let mut state = self.lock();
+        if let Some(failing) = state.failing_finds.get_mut(collection).filter(|n| **n > 0) {
+            *failing -= 1;
+            return Err(StoreError::Unavailable(format!("find on {collection} failed (injected)")));
+        }
+        Ok(Self::find_in(&state, collection, query))
+    }
+
+    fn find_in(state: &State, collection: &str, query: &Query) -> Vec<Document> {
         let Some(docs) = state.collections.get(collection) else { return Vec::new() };
         let mut hits: Vec<&Document> = docs.values().filter(|d| query.conds.iter().all(|c| matches(d, c))).collect();
         if let Some((field, order)) = &query.sort {

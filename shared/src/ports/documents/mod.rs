@@ -241,7 +241,7 @@ impl DocumentStore {
             check_field(&cond.field)?;
         }
         match self {
-            DocumentStore::Memory(m) => Ok(m.find(collection, query)),
+            DocumentStore::Memory(m) => m.find(collection, query),
             DocumentStore::Mongo(m) => {
                 traced(dependency_span!("mongodb", "find", collection), m.find(collection, query)).await
             }
