@@ -37,7 +37,7 @@ impl Resolve for GuardedResolver {
 /// verifier reqwest uses by default reads every certificate file of the system at client
 /// construction, which was most of the notifier's cold start; merchants' endpoints are
 /// public HTTPS servers, which Mozilla's roots are the reference for.
-fn webhook_tls() -> Option<rustls::ClientConfig> {
+pub(crate) fn webhook_tls() -> Option<rustls::ClientConfig> {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().ok()?;

@@ -7,6 +7,7 @@
 
 pub mod deliver;
 pub mod retry_schedule;
+pub mod topology;
 
 use aws_lambda_events::event::rabbitmq::{RabbitMqEvent, RabbitMqMessage};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -38,6 +39,9 @@ pub enum MessageOutcome {
     Accepted { event_id: String, event_type: String, merchant_id: Option<String>, deliveries: Vec<DeliveryOutcome> },
     /// Not a Settle event: dead-lettered with its reason, never retried.
     Malformed { reason: String },
+    /// Its handling failed (a store error): the message was put on the retry queue and is
+    /// handled again from there, while the rest of its batch stands.
+    Held { reason: String },
 }
 
 /// What became of one delivery attempt (or why none was made).
@@ -166,6 +170,8 @@ pub struct Notifier {
     policy: UrlPolicy,
     retry_queue: DelayQueue,
     dead_letter_queue: Option<DelayQueue>,
+    /// Set once this instance has declared the outbox index the relay walks.
+    outbox_indexed: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Notifier {
@@ -192,6 +198,7 @@ impl Notifier {
             retry_queue,
             dead_letter_queue,
             backends,
+            outbox_indexed: Default::default(),
         })
     }
 
@@ -199,18 +206,53 @@ impl Notifier {
         &self.backends
     }
 
+    /// One pass of the outbox relay (the notifier hosts it on an EventBridge schedule).
+    pub async fn relay_outbox(&self) -> Result<settle_shared::outbox::RelayReport, NotifyError> {
+        let b = &self.backends;
+        // The index the relay walks, once per instance (the Payment API declares it too,
+        // but the schedule may run first in a new deployment).
+        let indexes = settle_shared::outbox::indexes();
+        self.outbox_indexed.get_or_try_init(|| b.documents.ensure_indexes(&indexes)).await?;
+        Ok(settle_shared::outbox::relay(&b.documents, &b.bus, &b.topology.exchange, FUNCTION).await?)
+    }
+
     /// Handles one `aws:rmq` event: every message of every queue, each on its own.
-    /// Amazon MQ has no partial batch response, so this only fails for a fault that
-    /// would hit every message (a store is down); per-message problems are outcomes.
+    /// Amazon MQ has no partial batch response: a message whose handling fails (a store
+    /// error) is put on the retry queue and handled again from there, so that it fails
+    /// alone. Only when that too fails does the invocation fail, and the broker delivers
+    /// the batch again (its other messages' deliveries are not sent twice: one delivery
+    /// per event and endpoint).
     pub async fn handle_batch(&self, event: RabbitMqEvent) -> Result<BatchReport, NotifyError> {
         let mut report = BatchReport::default();
         for (queue, messages) in event.messages_by_queue {
             let handled = join_all(messages.iter().map(|m| self.handle_message(&queue, m))).await;
-            for outcome in handled {
-                report.outcomes.push((queue.clone(), outcome?));
+            for (message, outcome) in messages.iter().zip(handled) {
+                let outcome = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(e) => self.hold(&queue, message, e).await?,
+                };
+                report.outcomes.push((queue.clone(), outcome));
             }
         }
         Ok(report)
+    }
+
+    /// Puts a message whose handling failed on the retry queue, due after the schedule's
+    /// first wait (`SETTLE_WEBHOOK_RETRY_SCHEDULE`).
+    async fn hold(
+        &self,
+        queue: &str,
+        message: &RabbitMqMessage,
+        error: NotifyError,
+    ) -> Result<MessageOutcome, NotifyError> {
+        tracing::warn!(%queue, error = %error, "message failed; held on the retry queue, the rest of the batch stands");
+        let held = HeldMessage { held_message: message.clone(), queue: queue.to_string() };
+        let body = serde_json::to_string(&held).map_err(|e| NotifyError::Internal(e.to_string()))?;
+        self.retry_queue
+            .send(&body, self.settings.retry_schedule.first().copied().unwrap_or(HOLD_FOR))
+            .await
+            .map_err(|e| NotifyError::Unavailable(format!("{error}; and the retry queue: {e}")))?;
+        Ok(MessageOutcome::Held { reason: error.to_string() })
     }
 
     /// Handles one message in the event's span (see [`event_span`]).
@@ -535,7 +577,19 @@ impl Notifier {
         let mut response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let ok = match serde_json::from_str::<RetryMessage>(record.body.as_deref().unwrap_or("")) {
+            let body = record.body.as_deref().unwrap_or("");
+            if let Ok(held) = serde_json::from_str::<HeldMessage>(body) {
+                // A broker message held after a failure: handled again; failing again, it
+                // stays on the queue (and reaches its dead-letter queue after five receives).
+                if let Err(e) = self.handle_message(&held.queue, &held.held_message).await {
+                    tracing::warn!(error = %e, message_id = %id, "held message failed again");
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = id;
+                    response.batch_item_failures.push(failure);
+                }
+                continue;
+            }
+            let ok = match serde_json::from_str::<RetryMessage>(body) {
                 Err(e) => {
                     // Never retried: it would fail the same way every time.
                     tracing::warn!(error = %e, message_id = %id, "unreadable retry message dropped");
@@ -607,10 +661,41 @@ fn record_delivery(outcome: &DeliveryOutcome, duration: Duration, event_id: &str
 /// The function's name in metrics and invocation spans (stable across deployments).
 pub const FUNCTION: &str = "notify";
 
-/// One invocation: the `aws:rmq` event from Amazon MQ, or the retry queue's SQS event
-/// (answered with a partial batch response).
+/// How long a held message waits on the retry queue when the schedule has no retries.
+pub const HOLD_FOR: Duration = Duration::from_secs(30);
+
+/// A broker message on the retry queue (see [`Notifier::handle_batch`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct HeldMessage {
+    queue: String,
+    held_message: RabbitMqMessage,
+}
+
+/// One invocation: the `aws:rmq` event from Amazon MQ, the retry queue's SQS event
+/// (answered with a partial batch response), the EventBridge schedule that runs the
+/// outbox relay, or the CloudFormation custom resource that declares the broker topology.
 pub async fn dispatch(notifier: &Notifier, payload: serde_json::Value) -> Result<serde_json::Value, NotifyError> {
     let bad = |e: serde_json::Error| NotifyError::Internal(format!("unrecognised event: {e}"));
+    if topology::is_custom_resource(&payload) {
+        let backends = &notifier.backends;
+        let timeout = notifier.settings.timeout;
+        return match topology::handle(&backends.bus, &backends.topology, payload, timeout).await {
+            Ok(answer) => serde_json::to_value(answer).map_err(bad),
+            Err(e) => Err(NotifyError::Internal(e.to_string())),
+        };
+    }
+    if payload.get("source").and_then(|v| v.as_str()) == Some("aws.events") {
+        let detail_type = payload.get("detail-type").and_then(|v| v.as_str()).unwrap_or_default();
+        if detail_type != "Scheduled Event" {
+            return Err(NotifyError::Internal(format!(
+                "unrecognised EventBridge event '{detail_type}': only the scheduled outbox relay is handled"
+            )));
+        }
+        let report = notifier.relay_outbox().await?;
+        let mut answer = serde_json::to_value(&report).map_err(bad)?;
+        answer["summary"] = json!(report.summary());
+        return Ok(answer);
+    }
     if payload.get("rmqMessagesByQueue").is_some() {
         let event: RabbitMqEvent = serde_json::from_value(payload).map_err(bad)?;
         let report = notifier.handle_batch(event).await?;
@@ -621,7 +706,9 @@ pub async fn dispatch(notifier: &Notifier, payload: serde_json::Value) -> Result
         let event: SqsEvent = serde_json::from_value(payload).map_err(bad)?;
         return serde_json::to_value(notifier.handle_retries(event).await).map_err(bad);
     }
-    Err(NotifyError::Internal("unrecognised event: neither aws:rmq nor aws:sqs".into()))
+    Err(NotifyError::Internal(
+        "unrecognised event: not aws:rmq, aws:sqs, a scheduled EventBridge event or a CloudFormation request".into(),
+    ))
 }
 
 /// The span one event is handled in. It carries the ids of the request that caused the

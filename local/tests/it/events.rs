@@ -126,9 +126,24 @@ async fn notify_samples_are_accepted_by_the_notifier() {
     let queue =
         settle_shared::ports::delay_queue::SqsQueue::ensure(&sdk, &crate::stack::unique("it-retries")).await.unwrap();
     backends.retry_queue = Some(settle_shared::ports::delay_queue::DelayQueue::Sqs(queue));
+    let topology = backends.topology.clone();
     let notifier = Notifier::new(&config, backends).unwrap();
     for (path, text) in samples("notify") {
-        let payload: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut payload: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if payload.get("ResponseURL").is_some() {
+            // CloudFormation's pre-signed URL is not reachable here: a local stand-in.
+            payload["ResponseURL"] = serde_json::json!(crate::stack::put_receiver().await);
+            payload["ResourceProperties"]["Exchange"] = serde_json::json!(topology.exchange);
+            payload["ResourceProperties"]["Queue"] = serde_json::json!(topology.queue);
+            let answer = settle_notify::dispatch(&notifier, payload).await.unwrap();
+            assert_eq!(answer["status"], "SUCCESS", "{}: {answer}", path.display());
+            continue;
+        }
+        if payload.get("source").is_some_and(|s| s == "aws.events") {
+            let answer = settle_notify::dispatch(&notifier, payload).await.unwrap();
+            assert!(answer["summary"].as_str().unwrap().starts_with("outbox relay"), "{}: {answer}", path.display());
+            continue;
+        }
         // One function, two triggers: Amazon MQ and the SQS retry queue.
         let answer = settle_notify::dispatch(&notifier, payload.clone()).await.unwrap();
         if payload.get("rmqMessagesByQueue").is_some() {

@@ -33,6 +33,15 @@ pub fn config(backend: Backend, overrides: &[(&str, String)]) -> Config {
     config
 }
 
+/// Stands in for a pre-signed URL (CloudFormation's `ResponseURL`): accepts any PUT.
+pub async fn put_receiver() -> String {
+    let app = axum::Router::new().route("/response", axum::routing::put(|| async { axum::http::StatusCode::OK }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/response")
+}
+
 fn options() -> StackOptions {
     StackOptions { watch_dir: None, s3_events_queue: unique("it-s3-events"), retry_queue: unique("it-retries") }
 }
