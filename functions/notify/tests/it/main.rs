@@ -122,6 +122,9 @@ impl Harness {
         ])
         .unwrap();
         let backends = Backends::connect(&config).await.unwrap();
+        // The notifier itself has no bucket; a workspace build links S3 into its backends,
+        // whose health check then asks for the configured one.
+        backends.objects.ensure_bucket().await.expect("S3 emulator (scripts/services)");
         let problems = backends.health().await.problems();
         assert!(problems.is_empty(), "services unreachable: {problems:?} (start them with scripts/services)");
         backends.documents.ensure_indexes(&settle_shared::webhooks::indexes()).await.unwrap();

@@ -255,7 +255,7 @@ impl RabbitBus {
                 )
                 .await
                 .map_err(classify)?;
-            Ok(RabbitSubscription { consumer, _conn: conn, _channel: channel })
+            Ok(RabbitSubscription { consumer, conn, channel })
         };
         match tokio::time::timeout(self.inner.timeout, open).await {
             Ok(result) => result,
@@ -270,13 +270,27 @@ impl RabbitBus {
 
 pub struct RabbitSubscription {
     consumer: lapin::Consumer,
-    _conn: Connection,
-    _channel: Channel,
+    conn: Connection,
+    channel: Channel,
 }
+
+/// How often an idle subscription checks that its connection is still open.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 impl RabbitSubscription {
     pub(super) async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
-        let d = match self.consumer.next().await? {
+        let next = loop {
+            // A broker that stops (`rabbitmqctl stop_app`) closes the connection, but the
+            // consumer stream has been seen to stay open, silent, with the server-side
+            // consumer gone: an idle subscription checks its connection and ends with an
+            // error, so that its owner subscribes again.
+            match tokio::time::timeout(LIVENESS_CHECK, self.consumer.next()).await {
+                Ok(next) => break next?,
+                Err(_) if self.conn.status().connected() && self.channel.status().connected() => continue,
+                Err(_) => return Some(Err(BusError::Unavailable("the broker closed the connection".into()))),
+            }
+        };
+        let d = match next {
             Ok(d) => d,
             Err(e) => return Some(Err(classify(e))),
         };

@@ -127,6 +127,16 @@ impl ObjectStore {
             ObjectStore::NotBuiltIn => Err(not_built_in()),
         }
     }
+
+    /// Creates the bucket if it does not exist (local stacks and tests; in AWS the template
+    /// creates it). Nothing to do without S3.
+    pub async fn ensure_bucket(&self) -> Result<(), ObjectError> {
+        match self {
+            #[cfg(feature = "s3")]
+            ObjectStore::S3(s) => s.ensure_bucket().await,
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
