@@ -104,10 +104,12 @@ pub struct KeyError {
     pub reason: String,
 }
 
-/// Verifies tokens with one pinned algorithm and key.
+/// Verifies tokens with one pinned algorithm and one or more keys: during a rotation of
+/// the issuer's key, `SETTLE_JWT_KEY` holds both, so no valid token is refused.
 #[derive(Clone)]
 pub struct JwtVerifier {
-    key: DecodingKey,
+    /// `(kid, key)`; a key given alone (not in a JSON object) has no kid.
+    keys: Vec<(Option<String>, DecodingKey)>,
     validation: Validation,
     max_lifetime: Duration,
 }
@@ -115,9 +117,15 @@ pub struct JwtVerifier {
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 
+/// More keys than this in `SETTLE_JWT_KEY` is a mistake (a token without a kid is tried
+/// against each).
+pub const MAX_JWT_KEYS: usize = 8;
+
 impl JwtVerifier {
-    /// `algorithm` is `RS256`, `ES256` or `HS256`; `key` a PEM public key, or the shared
-    /// secret for HS256.
+    /// `algorithm` is `RS256`, `ES256` or `HS256`. `key` is a PEM public key (the shared
+    /// secret for HS256), or a JSON object of such keys by key id (`{"2026-11": "-----BEGIN
+    /// PUBLIC KEY-----…", "2026-12": …}`): a token's `kid` header picks its key, and a token
+    /// without one is accepted by any of them.
     pub fn new(
         algorithm: &str,
         key: &Secret,
@@ -126,15 +134,10 @@ impl JwtVerifier {
         max_lifetime: Duration,
     ) -> Result<JwtVerifier, KeyError> {
         let invalid = |reason: String| KeyError { name: "SETTLE_JWT_KEY", reason };
-        let (alg, key) = match algorithm {
-            "RS256" => (Algorithm::RS256, DecodingKey::from_rsa_pem(key.expose().as_bytes())),
-            "ES256" => (Algorithm::ES256, DecodingKey::from_ec_pem(key.expose().as_bytes())),
-            "HS256" => {
-                if key.expose().len() < 32 {
-                    return Err(invalid("an HS256 secret must be at least 32 bytes".into()));
-                }
-                (Algorithm::HS256, Ok(DecodingKey::from_secret(key.expose().as_bytes())))
-            }
+        let alg = match algorithm {
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            "HS256" => Algorithm::HS256,
             other => {
                 return Err(KeyError {
                     name: "SETTLE_JWT_ALGORITHM",
@@ -142,7 +145,33 @@ impl JwtVerifier {
                 })
             }
         };
-        let key = key.map_err(|e| invalid(format!("not a {algorithm} PEM public key ({:?})", e.kind())))?;
+        let text = key.expose().trim();
+        let named: Vec<(Option<String>, String)> = if text.starts_with('{') {
+            let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+                .map_err(|_| invalid("a JSON object of keys must map each key id to a key (a string)".into()))?;
+            map.into_iter().map(|(kid, key)| (Some(kid), key)).collect()
+        } else {
+            vec![(None, text.to_string())]
+        };
+        if named.is_empty() || named.len() > MAX_JWT_KEYS {
+            return Err(invalid(format!("must hold 1 to {MAX_JWT_KEYS} keys, holds {}", named.len())));
+        }
+        let mut keys = Vec::with_capacity(named.len());
+        for (kid, pem) in named {
+            // Named by its kid, never quoted: the value may be a shared secret.
+            let which = kid.as_deref().map(|k| format!("key '{k}'")).unwrap_or_else(|| "the key".into());
+            let decoding = match alg {
+                Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                _ if pem.len() < 32 => {
+                    return Err(invalid(format!("{which}: an HS256 secret must be at least 32 bytes")))
+                }
+                _ => Ok(DecodingKey::from_secret(pem.as_bytes())),
+            };
+            let decoding = decoding
+                .map_err(|e| invalid(format!("{which} is not a {algorithm} PEM public key ({:?})", e.kind())))?;
+            keys.push((kid, decoding));
+        }
         // Exactly one algorithm: a token signed with any other (`none`, or HS256 with the
         // public key as secret) is refused before its signature is looked at.
         let mut validation = Validation::new(alg);
@@ -151,14 +180,41 @@ impl JwtVerifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        Ok(JwtVerifier { key, validation, max_lifetime })
+        Ok(JwtVerifier { keys, validation, max_lifetime })
+    }
+
+    /// The key ids this verifier accepts (`None` for a key given alone).
+    pub fn key_ids(&self) -> Vec<Option<&str>> {
+        self.keys.iter().map(|(kid, _)| kid.as_deref()).collect()
+    }
+
+    /// The keys to try for `token`: the one its `kid` names, else every key (a kid this
+    /// verifier does not know is refused when every key has a kid).
+    fn candidates(&self, token: &str) -> Result<Vec<&DecodingKey>, AuthError> {
+        let kid = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed token"))?.kid;
+        let named = kid.as_deref().and_then(|kid| self.keys.iter().find(|(k, _)| k.as_deref() == Some(kid)));
+        match (kid, named) {
+            (Some(_), Some((_, key))) => Ok(vec![key]),
+            (Some(_), None) if self.keys.iter().all(|(k, _)| k.is_some()) => {
+                Err(AuthError::Invalid("unknown key id (kid)"))
+            }
+            _ => Ok(self.keys.iter().map(|(_, key)| key).collect()),
+        }
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if token.len() > 8192 {
             return Err(AuthError::Invalid("token too large"));
         }
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+        let mut decoded = Err(jsonwebtoken::errors::ErrorKind::InvalidSignature.into());
+        for key in self.candidates(token)? {
+            decoded = decode::<Claims>(token, key, &self.validation);
+            // Another key can only help a signature this one did not make.
+            if !matches!(&decoded, Err(e) if *e.kind() == ErrorKind::InvalidSignature) {
+                break;
+            }
+        }
+        let data = decoded.map_err(|e: jsonwebtoken::errors::Error| {
             AuthError::Invalid(match e.kind() {
                 ErrorKind::ExpiredSignature => "token has expired",
                 ErrorKind::ImmatureSignature => "token is not valid yet (nbf)",
@@ -260,5 +316,57 @@ impl Revocations {
     /// Revokes every token carrying `role` issued before `cutoff` (unix seconds).
     pub async fn revoke_role_before(&self, role: Role, cutoff: i64) -> Result<(), KvError> {
         self.kv.set(&self.role_key(role), cutoff.to_string().as_bytes(), Some(self.keep_cutoffs)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const OLD: &str = "rotation-test-old-key-0123456789abcdef";
+    const NEW: &str = "rotation-test-new-key-0123456789abcdef";
+
+    fn verifier(key: &str) -> JwtVerifier {
+        JwtVerifier::new("HS256", &Secret::new(key), "settle", "settle-api", Duration::from_secs(3600)).unwrap()
+    }
+
+    fn token(secret: &str, kid: Option<&str>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"sub": "s", "jti": "j", "iat": now, "exp": now + 60, "iss": "settle",
+            "aud": "settle-api", "roles": ["support"]});
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_string);
+        encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_verify_and_a_kid_picks_its_key() {
+        let both = verifier(&serde_json::json!({"old": OLD, "new": NEW}).to_string());
+        assert_eq!(both.key_ids(), [Some("new"), Some("old")]);
+        for (secret, kid) in [(OLD, Some("old")), (NEW, Some("new")), (OLD, None), (NEW, None)] {
+            assert!(both.verify(&token(secret, kid)).is_ok(), "{kid:?}");
+        }
+        // A kid names one key: the other key's signature under it is refused.
+        assert_eq!(both.verify(&token(OLD, Some("new"))), Err(AuthError::Invalid("bad signature")));
+        assert_eq!(both.verify(&token(OLD, Some("gone"))), Err(AuthError::Invalid("unknown key id (kid)")));
+        // Once the old key is removed, its tokens are refused.
+        let rotated = verifier(&serde_json::json!({"new": NEW}).to_string());
+        assert_eq!(rotated.verify(&token(OLD, None)), Err(AuthError::Invalid("bad signature")));
+        assert!(rotated.verify(&token(NEW, Some("new"))).is_ok());
+    }
+
+    #[test]
+    fn a_single_key_accepts_any_kid_and_bad_key_sets_are_named_without_their_values() {
+        let single = verifier(OLD);
+        assert!(single.verify(&token(OLD, Some("whatever"))).is_ok());
+        let too_short =
+            JwtVerifier::new("HS256", &Secret::new(r#"{"a":"short-secret"}"#), "i", "a", Duration::from_secs(60));
+        let message = too_short.err().unwrap().to_string();
+        assert!(message.contains("key 'a'") && !message.contains("short-secret"), "{message}");
+        let not_strings = JwtVerifier::new("HS256", &Secret::new(r#"{"a": 1}"#), "i", "a", Duration::from_secs(60));
+        assert!(not_strings.is_err());
+        let empty = JwtVerifier::new("HS256", &Secret::new("{}"), "i", "a", Duration::from_secs(60));
+        assert!(empty.err().unwrap().to_string().contains("1 to 8 keys"));
     }
 }

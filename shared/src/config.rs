@@ -61,6 +61,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub secret_id: Option<String>,
     pub secrets_ttl: Duration,
+    /// Re-reads the secrets of `SETTLE_SECRET_ID` after `secrets_ttl` (set by
+    /// [`from_process_env`] when that names any).
+    pub secrets_refresher: Option<Arc<SecretRefresher>>,
     pub jwt_key: Option<Secret>,
     pub webhook_master_key: Option<Secret>,
     pub gateway_webhook_secret: Option<Secret>,
@@ -246,6 +249,7 @@ impl Config {
             dependency_timeout: Duration::from_millis(timeout_ms),
             http_addr: sources.parse("SETTLE_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             secret_id: sources.env("SETTLE_SECRET_ID"),
+            secrets_refresher: None,
             secrets_ttl: Duration::from_secs(sources.parse("SETTLE_SECRETS_TTL_SECS", 300)?),
             jwt_key: sources.secret("SETTLE_JWT_KEY"),
             webhook_master_key: sources.secret("SETTLE_WEBHOOK_MASTER_KEY"),
@@ -255,8 +259,10 @@ impl Config {
             jwt_issuer: sources.env("SETTLE_JWT_ISSUER").unwrap_or_else(|| "settle".into()),
             jwt_audience: sources.env("SETTLE_JWT_AUDIENCE").unwrap_or_else(|| "settle-api".into()),
             jwt_max_lifetime: Duration::from_secs(sources.parse("SETTLE_JWT_MAX_LIFETIME_SECS", 86_400)?),
+            // Unset: loopback, for the local stack. Set but empty (the template's default):
+            // no one, so the admin routes answer 403 until the operator names a range.
             admin_cidrs: parse_cidrs(
-                &sources.env("SETTLE_ADMIN_CIDRS").unwrap_or_else(|| "127.0.0.0/8,::1/128".into()),
+                &(sources.env)("SETTLE_ADMIN_CIDRS").unwrap_or_else(|| "127.0.0.0/8,::1/128".into()),
             )
             .map_err(|reason| ConfigError::Invalid { name: "SETTLE_ADMIN_CIDRS", reason })?,
             rate_limits: RateLimits {
@@ -386,9 +392,66 @@ pub async fn from_process_env(default_backend: Backend) -> Result<Config, Config
         let source = SecretsSource::SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
         let no_secrets = Sources { env: &env, secrets: None };
         let ttl = Duration::from_secs(no_secrets.parse("SETTLE_SECRETS_TTL_SECS", 300)?);
-        Some(fetch_merged_secrets(&source, &ids, ttl).await?)
+        let values = fetch_merged_secrets(&source, &ids, ttl).await?;
+        Some((values, SecretRefresher::new(source, &ids, ttl)))
     };
-    Config::load(&Sources { env: &env, secrets: secret_values.as_ref() }, default_backend)
+    let mut config =
+        Config::load(&Sources { env: &env, secrets: secret_values.as_ref().map(|(v, _)| v) }, default_backend)?;
+    config.secrets_refresher = secret_values.map(|(_, refresher)| Arc::new(refresher));
+    Ok(config)
+}
+
+/// Re-reads the merged Secrets Manager secrets a function started with, so that a rotated
+/// value is taken up without a redeploy: at most once per TTL per instance (the caller
+/// claims the window, then fetches off the request's path).
+pub struct SecretRefresher {
+    source: SecretsSource,
+    ids: Vec<String>,
+    ttl: Duration,
+    next_due: std::sync::Mutex<Instant>,
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for SecretRefresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRefresher").field("ids", &self.ids).field("ttl", &self.ttl).finish()
+    }
+}
+
+impl SecretRefresher {
+    /// The first refresh is due one `ttl` from now (the values were just read).
+    pub fn new(source: SecretsSource, ids: &[&str], ttl: Duration) -> Self {
+        SecretRefresher {
+            source,
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            ttl,
+            next_due: std::sync::Mutex::new(Instant::now() + ttl),
+            fetches: Default::default(),
+        }
+    }
+
+    /// True at most once per TTL: the caller that gets it re-reads the secrets.
+    pub fn claim(&self) -> bool {
+        let mut due = self.next_due.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now < *due {
+            return false;
+        }
+        *due = now + self.ttl;
+        true
+    }
+
+    /// Fetches and merges the secrets again (each bounded as at start-up).
+    pub async fn fetch(&self) -> Result<SecretValues, ConfigError> {
+        self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ids: Vec<&str> = self.ids.iter().map(String::as_str).collect();
+        fetch_merged_secrets(&self.source, &ids, Duration::ZERO).await
+    }
+
+    /// How many times the secrets were re-read.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Fetches each secret in `ids` and merges their JSON objects, later ids winning. Each

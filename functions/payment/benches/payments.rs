@@ -121,7 +121,7 @@ async fn main() {
     let (full_p50, _) = row("POST /v1/payments (confirm, via router)", &mut full);
 
     let mut jwt = time(N, |_| {
-        let r = state.auth.verifier.verify(&token);
+        let r = state.auth.verifier().verify(&token);
         assert!(r.is_ok());
         async {}
     })

@@ -25,6 +25,8 @@ pub enum ApiError {
     Forbidden(Role),
     #[error("admin routes are not open to this client address")]
     AddressNotAllowed,
+    #[error("admin routes are closed: SETTLE_ADMIN_CIDRS (the AdminCidrs parameter) names no client range")]
+    AdminClosed,
     #[error("no such {0}")]
     NotFound(&'static str),
     /// The action is not allowed in the current state.
@@ -121,6 +123,9 @@ impl IntoResponse for ApiError {
                 .with_extension("required_role", serde_json::json!(role.as_str())),
             ApiError::AddressNotAllowed => {
                 Problem::new(StatusCode::FORBIDDEN, "address_not_allowed", "Forbidden").with_detail(self.to_string())
+            }
+            ApiError::AdminClosed => {
+                Problem::new(StatusCode::FORBIDDEN, "admin_closed", "Forbidden").with_detail(self.to_string())
             }
             ApiError::NotFound(what) => {
                 Problem::new(StatusCode::NOT_FOUND, "not_found", "Not Found").with_detail(format!("no such {what}"))

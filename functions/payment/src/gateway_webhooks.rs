@@ -84,7 +84,8 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     if body.len() > crate::input::BODY_LIMIT {
         return Err(ApiError::PayloadTooLarge { limit: crate::input::BODY_LIMIT });
     }
-    verify(state.gateway_secret.expose().as_bytes(), &headers, &body, chrono::Utc::now().timestamp())?;
+    state.refresh_secrets_if_due();
+    verify(state.gateway_secret().expose().as_bytes(), &headers, &body, chrono::Utc::now().timestamp())?;
     let event: GatewayEvent = crate::input::parse_json(&body)?;
     if event.id.is_empty() || event.id.len() > 128 {
         return Err(ApiError::field("id", "1 to 128 characters"));

@@ -103,15 +103,40 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
 }
 
+/// The per-client-address limit (`SETTLE_RATE_LIMIT_IP`), on every route, public ones
+/// included (`/healthz`, the 3-D Secure page, gateway webhooks, the OpenAPI document):
+/// before anything else is looked at, so an unauthenticated flood costs one Redis call
+/// per request. Fails open, as every rate limit does.
+pub async fn limit_per_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(ip) = client_ip(&request) {
+        if let Err(e) = throttle(&state, "ip", &ip.to_string(), &state.config.rate_limits.ip).await {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether `request` comes from an admin (a verified token with the admin role, not
+/// revoked, from an address in `SETTLE_ADMIN_CIDRS`), for a public route that shows admins
+/// more (`/healthz`'s dependency details). Unlike the guard, an unreachable revocation
+/// store does not refuse: the details are what an operator needs during that very outage,
+/// and they hold no secret.
+pub async fn is_admin(state: &AppState, headers: &axum::http::HeaderMap, ip: Option<IpAddr>) -> bool {
+    let Ok(token) = bearer_in(headers) else { return false };
+    let Ok(principal) = state.auth.verifier().verify(token) else { return false };
+    if matches!(state.auth.revocations.check(&principal).await, Err(AuthError::Revoked)) {
+        return false;
+    }
+    require_admin(state, &Caller { principal, ip }).is_ok()
+}
+
 /// Checks the request; returns the tightest merchant limit seen, for the headers.
 async fn admit(state: &AppState, request: &mut Request) -> Result<Option<(&'static str, Gcra, Throttle)>, ApiError> {
     let limits = &state.config.rate_limits;
     let ip = client_ip(request);
-    if let Some(ip) = ip {
-        throttle(state, "ip", &ip.to_string(), &limits.ip).await?;
-    }
     let token = bearer(request)?;
-    let principal = state.auth.verifier.verify(token).map_err(ApiError::Unauthenticated)?;
+    state.refresh_secrets_if_due();
+    let principal = state.auth.verifier().verify(token).map_err(ApiError::Unauthenticated)?;
     state.auth.revocations.check(&principal).await.map_err(ApiError::Unauthenticated)?;
 
     let who = principal.merchant_id.as_ref().map_or_else(|| format!("sub:{}", principal.subject), |m| m.to_string());
@@ -128,7 +153,11 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<Option<(&'stat
 }
 
 fn bearer(request: &Request) -> Result<&str, ApiError> {
-    let value = request.headers().get(header::AUTHORIZATION).ok_or(ApiError::Unauthenticated(AuthError::Missing))?;
+    bearer_in(request.headers())
+}
+
+fn bearer_in(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::Unauthenticated(AuthError::Missing))?;
     let value = value.to_str().map_err(|_| ApiError::Unauthenticated(AuthError::Invalid("malformed header")))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
@@ -177,6 +206,9 @@ fn add_rate_limit_headers(headers: &mut axum::http::HeaderMap, name: &str, limit
 /// Admin routes also need the client address inside `SETTLE_ADMIN_CIDRS`.
 pub fn require_admin(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     caller.require(Role::Admin)?;
+    if state.config.admin_cidrs.is_empty() {
+        return Err(ApiError::AdminClosed);
+    }
     let allowed = caller.ip.is_some_and(|ip| state.config.admin_cidrs.iter().any(|c| c.contains(ip)));
     if allowed {
         Ok(())

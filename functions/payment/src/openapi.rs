@@ -142,7 +142,7 @@ fn base_document() -> Value {
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": {
-            "/healthz": {"get": {"operationId": "health", "security": [], "summary": "Dependency health",
+            "/healthz": {"get": {"operationId": "health", "security": [], "summary": "Dependency health (answered from a check at most 2 s old)",
                 "responses": {
                     "200": {"description": "All dependencies answer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
                     "503": {"description": "A dependency does not answer", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
@@ -209,7 +209,7 @@ fn base_document() -> Value {
                 "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
                     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
                     "detail": {"type": "string"}, "field": {"type": "string"}}},
-                "Health": {"type": "object", "required": ["status", "backend", "dependencies"], "properties": {
+                "Health": {"type": "object", "required": ["status"], "description": "backend and dependencies only for an admin token from an admin range", "properties": {
                     "status": {"type": "string", "enum": ["ok", "unreachable"]}, "backend": {"type": "string"},
                     "dependencies": {"type": "array", "items": {"type": "object", "required": ["name", "status"], "properties": {
                         "name": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "unreachable"]}, "reason": {"type": "string"}}}}}},

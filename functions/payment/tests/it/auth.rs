@@ -229,3 +229,29 @@ async fn revocation_fails_closed_and_rate_limits_fail_open_without_redis() {
     assert!(r.headers.contains_key("retry-after"));
     let _ = Method::GET;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_details_are_for_admins_answers_are_cached_and_public_routes_are_limited_per_ip() {
+    let app = TestApp::with(&[("SETTLE_RATE_LIMIT_IP", "8/60s".into())]).await;
+    let admin = sign(&claims("ops", None, &["admin"]));
+    let (_, merchant) = merchant();
+    // Everyone gets the status; an admin from an admin range gets each dependency.
+    let public = app.get("/healthz", &merchant).await;
+    assert_eq!((public.status, public.json.clone()), (StatusCode::OK, json!({"status": "ok"})));
+    let detailed = app.get("/healthz", &admin).await;
+    let names: Vec<&str> =
+        detailed.json["dependencies"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert!(names.starts_with(&["mongodb", "redis", "rabbitmq"]), "{}", detailed.json);
+    // A burst is answered from one check (both calls above included).
+    for _ in 0..4 {
+        assert_eq!(app.get("/healthz", &merchant).await.status, StatusCode::OK);
+    }
+    assert_eq!(app.state.health_checks(), 1, "six calls within the cache's 2 s, one round of pings");
+    // The per-address limit covers public routes: 8 per minute, 6 used.
+    assert_eq!(app.get("/openapi.json", "").await.status, StatusCode::OK);
+    assert_eq!(app.get("/healthz", "").await.status, StatusCode::OK);
+    let limited = app.get("/healthz", "").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.json);
+    let limited = app.post("/v1/gateway/webhooks", "", json!({})).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.json);
+}

@@ -58,11 +58,19 @@ impl TestApp {
     }
 
     pub async fn with(overrides: &[(&str, String)]) -> TestApp {
-        let config = config(overrides);
-        let backends = Backends::connect(&config).await.unwrap();
-        let problems = backends.health().await.problems();
         let expected_down =
             overrides.iter().any(|(k, v)| k.ends_with("_URL") || k.ends_with("_URI") && v.contains(":1/"));
+        TestApp::from_config(config(overrides), expected_down).await
+    }
+
+    pub async fn from_config(config: Config, expected_down: bool) -> TestApp {
+        let backends = Backends::connect(&config).await.unwrap();
+        // A workspace build links S3 into the backends (csv-ingest's feature), whose health
+        // check then asks for the configured bucket; the Payment API itself has none.
+        if !expected_down {
+            backends.objects.ensure_bucket().await.expect("S3 emulator (scripts/services)");
+        }
+        let problems = backends.health().await.problems();
         if !problems.is_empty() && !expected_down {
             panic!("services unreachable: {problems:?} (start them with scripts/services)");
         }

@@ -12,5 +12,6 @@ mod input;
 mod metrics;
 mod payments;
 mod refunds;
+mod rotation;
 mod settlements;
 mod webhook_endpoints;
