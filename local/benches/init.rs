@@ -1,15 +1,19 @@
 //! Cold-start cost of each function next to a hello-world `lambda_runtime` binary built
-//! with the same profile: the time from spawning the bootstrap binary to its first call
-//! to the Runtime API's `/next` (init done, ready for an event), and its peak RSS at that
-//! moment. A minimal Runtime API emulator in this process answers the binaries; the
+//! with the same profile, runtime flavour and link layout (`functions/hello-lambda`): the
+//! time from spawning the bootstrap binary to its first call to the Runtime API's `/next`
+//! (init done, ready for an event), its peak RSS at that moment, and then its first
+//! invocation: a sample event handed over until its response is posted, with every
+//! connection and TLS handshake the function makes on its first use. A minimal Runtime API emulator in this process answers the binaries; the
 //! functions run against the real local services with the development keys, as under
 //! `cargo lambda watch`.
 //!
 //! Run: `bash scripts/bench-init`. It builds each function on its own, as it ships (built
 //! in one cargo invocation, cargo unifies settle-shared's features and the payment API and
-//! the notifier then build csv-ingest's S3 client at start-up too), and the hello world,
-//! copies the four binaries to one directory (`SETTLE_INIT_BINARIES`, default
-//! `target/init-bench`), then runs this. To compare two builds, give each its own directory.
+//! the notifier then build csv-ingest's S3 client at start-up too), and the hello world
+//! with each panic strategy (the Payment API unwinds, notify and csv-ingest abort; each is
+//! compared with the hello world that does as it does), into one directory
+//! (`SETTLE_INIT_BINARIES`, default `target/lambda-native`), then runs this. To compare two
+//! builds, give each its own directory.
 //!
 //! How a binary's file sits in the page cache moves its start-up time: two copies of one
 //! file, made a second apart, started up to 0.12 ms apart (hello world: 0.06 ms), and a
@@ -37,7 +41,7 @@ const GOAL_RATIO: f64 = 1.5;
 fn binaries_dir() -> PathBuf {
     std::env::var("SETTLE_INIT_BINARIES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/init-bench"))
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/lambda-native"))
 }
 
 fn release_binary(name: &str) -> PathBuf {
@@ -81,8 +85,42 @@ fn status_mib(pid: u32, name: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Spawns `binary` against a fresh Runtime API listener and waits for its first `/next`.
-async fn one_cold_start(binary: &PathBuf, env: &[(String, String)]) -> (Duration, f64) {
+/// One HTTP request from the binary: its request line and body.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let header_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = socket.read(&mut buf).await.ok().filter(|n| *n > 0)?;
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..header_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while data.len() < header_end + length {
+        let n = socket.read(&mut buf).await.ok().filter(|n| *n > 0)?;
+        data.extend_from_slice(&buf[..n]);
+    }
+    let line = head.lines().next().unwrap_or_default().to_string();
+    Some((line, data[header_end..header_end + length].to_vec()))
+}
+
+/// What one cold start measured: spawn to the first `/next` (init), then the first event
+/// handed over to its response posted (the first invocation, with its connections and
+/// TLS set-up), and the peak RSS at `/next`.
+struct ColdStart {
+    init: Duration,
+    first_invocation: Duration,
+    rss_mib: f64,
+}
+
+/// Spawns `binary` against a fresh Runtime API listener, waits for its first `/next`,
+/// hands it `event` and waits for the response it posts.
+async fn one_cold_start(binary: &PathBuf, env: &[(String, String)], event: &[u8]) -> ColdStart {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap().to_string();
     let start = Instant::now();
@@ -98,33 +136,75 @@ async fn one_cold_start(binary: &PathBuf, env: &[(String, String)]) -> (Duration
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let wait = async {
+    let run = async {
         let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = socket.read(&mut buf).await.unwrap_or(0);
-        let head = String::from_utf8_lossy(&buf[..n]).to_string();
-        if !head.starts_with("GET /2018-06-01/runtime/invocation/next") {
+        let (line, _) = read_request(&mut socket).await.unwrap_or_default();
+        if !line.starts_with("GET /2018-06-01/runtime/invocation/next") {
             // An init error report instead of a poll: the binary failed to start.
             let _ = socket.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
-            panic!("{} reported instead of polling: {head}", binary.display());
+            panic!("{} reported instead of polling: {line}", binary.display());
         }
-        socket // held open: the binary stays waiting for an event
+        let init = start.elapsed();
+        let rss_mib = status_mib(child.id(), "VmHWM:");
+        let handed = Instant::now();
+        let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: bench-1\r\n\
+             lambda-runtime-deadline-ms: {deadline}\r\nlambda-runtime-invoked-function-arn: \
+             arn:aws:lambda:us-east-1:123456789012:function:init-bench\r\ncontent-length: {}\r\n\r\n",
+            event.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(event).await.unwrap();
+        // The response comes on this connection (keep-alive) or a new one.
+        let posted = tokio::select! {
+            same = read_request(&mut socket) => same,
+            accepted = listener.accept() => {
+                let (mut fresh, _) = accepted.unwrap();
+                let posted = read_request(&mut fresh).await;
+                socket = fresh;
+                posted
+            }
+        };
+        let first_invocation = handed.elapsed();
+        let (line, body) = posted.unwrap_or_default();
+        assert!(
+            line.starts_with("POST /2018-06-01/runtime/invocation/bench-1/response"),
+            "{}: the first invocation failed: {line} {}",
+            binary.display(),
+            String::from_utf8_lossy(&body)
+        );
+        let _ = socket.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
+        ColdStart { init, first_invocation, rss_mib }
     };
-    let socket = match tokio::time::timeout(Duration::from_secs(20), wait).await {
-        Ok(socket) => socket,
+    let measured = match tokio::time::timeout(Duration::from_secs(20), run).await {
+        Ok(measured) => measured,
         Err(_) => {
             child.kill().ok();
             let mut err = String::new();
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).ok();
-            panic!("{} never polled /next within 20 s: {err}", binary.display());
+            panic!("{} did not poll /next and answer its first event within 20 s: {err}", binary.display());
         }
     };
-    let elapsed = start.elapsed();
-    let rss = status_mib(child.id(), "VmHWM:");
     child.kill().ok();
     child.wait().ok();
-    drop(socket);
-    (elapsed, rss)
+    measured
+}
+
+/// Puts the object the S3 sample names (one settlement row for a payment no one knows),
+/// so csv-ingest's first invocation reads and reconciles a real file.
+async fn put_settlement_file(env: &[(String, String)]) {
+    let vars: std::collections::HashMap<&str, String> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let overrides: Vec<(&str, String)> =
+        ["SETTLE_MONGODB_URI", "SETTLE_REDIS_URL", "SETTLE_AMQP_URL"].iter().map(|k| (*k, vars[k].clone())).collect();
+    let config = settle_shared::config::loopback_config(&overrides).unwrap();
+    let backends = settle_shared::Backends::connect(&config).await.unwrap();
+    if let settle_shared::ports::objects::ObjectStore::S3(s3) = &backends.objects {
+        s3.ensure_bucket().await.expect("S3 emulator (scripts/services)");
+    }
+    let header = settle_csv_ingest::row::HEADER.join(",");
+    let file = format!("{header}\nst_bench,pay_zzz,gw-1,m_123,charge,10.00,USD,0.30,9.70,2026-11-27T06:00:00Z\n");
+    backends.objects.put("settlements/incoming/gateway 2026-11-27.csv", file.into_bytes(), "text/csv").await.unwrap();
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -147,16 +227,33 @@ async fn main() {
             _ => (k.to_string(), v.trim_matches('"').replace("\\n", "\n")),
         })
         .collect();
+    // (label, binary, index of its baseline: the hello world with its panic strategy).
     let binaries = [
-        ("hello world", "examples/hello_lambda"),
-        ("payment", "payment"),
-        ("notify", "notify"),
-        ("csv-ingest", "csv-ingest"),
+        ("hello (unwind)", "hello_lambda-unwind", 0),
+        ("hello (abort)", "hello_lambda-abort", 1),
+        ("payment", "payment", 0),
+        ("notify", "notify", 1),
+        ("csv-ingest", "csv-ingest", 1),
     ];
+    // The first event each gets: the samples in `events/` that touch every dependency the
+    // function has on its usual path (the healthz sample pings all five; the schedule runs
+    // the outbox relay; the S3 sample reads the object put here and reconciles it).
+    let sample = |path: &str| {
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    };
+    let events = [
+        br#"{"hello":"world"}"#.to_vec(),
+        br#"{"hello":"world"}"#.to_vec(),
+        sample("events/payment/apigw-v2-get-healthz.json"),
+        sample("events/notify/eventbridge-relay-outbox.json"),
+        sample("events/csv-ingest/s3-put-settlement.json"),
+    ];
+    put_settlement_file(&env).await;
     // Round-robin, one cold start of each copy of each binary per round: a noisy stretch of
     // this shared machine then slows every binary alike instead of whichever ran during it.
-    let paths: Vec<PathBuf> = binaries.iter().map(|(_, name)| release_binary(name)).collect();
-    for ((label, name), path) in binaries.iter().zip(&paths) {
+    let paths: Vec<PathBuf> = binaries.iter().map(|(_, name, _)| release_binary(name)).collect();
+    for ((label, name, _), path) in binaries.iter().zip(&paths) {
         if matches!(*name, "payment" | "notify") {
             assert_built_alone(label, path);
         }
@@ -164,38 +261,43 @@ async fn main() {
     let copies_dir = binaries_dir().join(format!("copies-{}", std::process::id()));
     std::fs::create_dir_all(&copies_dir).unwrap();
     let copies: Vec<Vec<PathBuf>> =
-        binaries.iter().zip(&paths).map(|((label, _), path)| fresh_copies(path, label, &copies_dir)).collect();
+        binaries.iter().zip(&paths).map(|((label, _, _), path)| fresh_copies(path, label, &copies_dir)).collect();
     // times[binary][copy]: milliseconds from spawn to `/next`.
     let mut times = vec![vec![Vec::new(); COPIES]; binaries.len()];
+    let mut first = vec![Vec::new(); binaries.len()];
     let mut rss = vec![Vec::new(); binaries.len()];
     for _ in 0..RUNS {
         for copy in 0..COPIES {
             for (i, copies) in copies.iter().enumerate() {
-                let (t, r) = one_cold_start(&copies[copy], &env).await;
-                times[i][copy].push(t.as_secs_f64() * 1000.0);
-                rss[i].push(r);
+                let measured = one_cold_start(&copies[copy], &env, &events[i]).await;
+                times[i][copy].push(measured.init.as_secs_f64() * 1000.0);
+                first[i].push(measured.first_invocation.as_secs_f64() * 1000.0);
+                rss[i].push(measured.rss_mib);
             }
         }
     }
     std::fs::remove_dir_all(&copies_dir).ok();
     println!(
-        "\n{:<14} {:>12} {:>12} {:>10} {:>12}   p50 of each copy",
-        "binary", "init p50", "init min", "vs hello", "peak RSS"
+        "\n{:<14} {:>12} {:>12} {:>10} {:>12} {:>14} {:>10}   init p50 of each copy",
+        "binary", "init p50", "init min", "vs hello", "peak RSS", "1st call p50", "vs hello"
     );
-    let hello = median(times[0].concat());
     let mut verdicts = Vec::new();
-    for (i, (label, _)) in binaries.iter().enumerate() {
+    for (i, (label, _, baseline)) in binaries.iter().enumerate() {
+        let hello = median(times[*baseline].concat());
+        let hello_first = median(first[*baseline].clone());
         let all = times[i].concat();
         let p50 = median(all.clone());
         let min = all.iter().copied().fold(f64::MAX, f64::min);
         let ratio = p50 / hello;
         let per_copy: Vec<String> = times[i].iter().map(|t| format!("{:.2}", median(t.clone()))).collect();
+        let first_p50 = median(first[i].clone());
         println!(
-            "{label:<14} {p50:>9.2} ms {min:>9.2} ms {ratio:>9.2}x {:>8.1} MiB   {} ms",
+            "{label:<14} {p50:>9.2} ms {min:>9.2} ms {ratio:>9.2}x {:>8.1} MiB {first_p50:>11.2} ms {:>9.1}x   {} ms",
             median(rss[i].clone()),
+            first_p50 / hello_first,
             per_copy.join(" ")
         );
-        if i > 0 {
+        if i != *baseline {
             verdicts.push((label, ratio));
         }
     }

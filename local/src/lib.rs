@@ -3,6 +3,7 @@
 //! consumer that builds `aws:rmq` events, csv-ingest from S3 `ObjectCreated` events.
 
 pub mod dev_keys;
+pub mod emulator;
 pub mod load;
 pub mod rmq_bridge;
 pub mod s3_feed;

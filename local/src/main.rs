@@ -57,15 +57,8 @@ enum Command {
     /// development token, and the card token or payment id earlier calls returned.
     Event {
         file: PathBuf,
-        /// The merchant the token acts for.
-        #[arg(long, default_value = "m_123")]
-        merchant: String,
-        /// Fills `${CARD_TOKEN}` (a `tok_…` from the create-token sample).
-        #[arg(long)]
-        card: Option<String>,
-        /// Fills `${PAYMENT_ID}` (a `pay_…` from the create-payment sample).
-        #[arg(long)]
-        payment: Option<String>,
+        #[command(flatten)]
+        values: SampleValues,
     },
     /// Load-test the Payment API with a realistic mix, then check the effects: one
     /// payment per Idempotency-Key, each state change published once, refunds within
@@ -101,6 +94,19 @@ enum Command {
     /// Print the environment (dotenv lines) that runs a function binary on this machine's
     /// services with the development keys: `cargo lambda watch --env-file …`.
     LambdaEnv,
+    /// Run one event through a function's release binary (`scripts/lambda-binaries`) under
+    /// AWS's Lambda Runtime Interface Emulator (from aws-sam-cli, no Docker), on this
+    /// machine's services, and print what the runtime answered. Placeholders are filled as
+    /// `settle event` fills them; a CloudFormation request's ResponseURL is served here and
+    /// the answer CloudFormation would receive is printed after the invocation's.
+    Invoke {
+        /// payment, notify or csv-ingest.
+        function: String,
+        /// The event file, e.g. events/payment/apigw-v2-get-healthz.json.
+        event: PathBuf,
+        #[command(flatten)]
+        values: SampleValues,
+    },
     /// Run the whole system locally: the Payment API, the notifier and csv-ingest.
     Up {
         /// Use the real services (MongoDB, Redis, RabbitMQ, S3/SQS emulator on loopback
@@ -111,6 +117,20 @@ enum Command {
         #[arg(long, default_value = ".settle/incoming")]
         watch: PathBuf,
     },
+}
+
+/// What fills a sample event's placeholders (`settle event`, `settle invoke`).
+#[derive(clap::Args)]
+struct SampleValues {
+    /// The merchant the token acts for.
+    #[arg(long, default_value = "m_123")]
+    merchant: String,
+    /// Fills `${CARD_TOKEN}` (a `tok_…` from the create-token sample).
+    #[arg(long)]
+    card: Option<String>,
+    /// Fills `${PAYMENT_ID}` (a `pay_…` from the create-payment sample).
+    #[arg(long)]
+    payment: Option<String>,
 }
 
 /// The AWS emulator `scripts/services` starts, with the dummy credentials it accepts.
@@ -157,16 +177,24 @@ fn main() {
                 }
             })
         }
-        Command::Event { file, merchant, card, payment } => {
-            let filled = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
-                .and_then(|text| {
-                    let token = token(Some(merchant), vec!["merchant".into()], None, 3600)?;
-                    let mut values = vec![("SETTLE_TOKEN", token.as_str())];
-                    values.extend(card.as_deref().map(|c| ("CARD_TOKEN", c)));
-                    values.extend(payment.as_deref().map(|p| ("PAYMENT_ID", p)));
-                    settle_local::sample_events::fill(&text, &values)
-                });
+        Command::Invoke { function, event, values } => {
+            default_to_local_services();
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let invoked = filled_sample(&event, values)
+                .and_then(|text| runtime.block_on(settle_local::emulator::invoke_sample(&function, &text)));
+            std::process::exit(match invoked {
+                Ok(printed) => {
+                    println!("{printed}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("settle: {e:#}");
+                    1
+                }
+            })
+        }
+        Command::Event { file, values } => {
+            let filled = filled_sample(&file, values);
             std::process::exit(match filled {
                 Ok(text) => {
                     print!("{text}");
@@ -238,6 +266,17 @@ fn main() {
         eprintln!("settle: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A sample event with its placeholders filled: a fresh development token for the
+/// merchant, and the card token and payment id given.
+fn filled_sample(file: &std::path::Path, given: SampleValues) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let token = token(Some(given.merchant), vec!["merchant".into()], None, 3600)?;
+    let mut values = vec![("SETTLE_TOKEN", token.as_str())];
+    values.extend(given.card.as_deref().map(|c| ("CARD_TOKEN", c)));
+    values.extend(given.payment.as_deref().map(|p| ("PAYMENT_ID", p)));
+    settle_local::sample_events::fill(&text, &values)
 }
 
 fn token(merchant: Option<String>, roles: Vec<String>, subject: Option<String>, ttl: i64) -> anyhow::Result<String> {

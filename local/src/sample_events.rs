@@ -23,14 +23,12 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// `NAME=value` lines for a function binary on this machine: the loopback services, the
-/// AWS emulator, and the development keys `settle token` signs for. PEM newlines are
-/// written as `\n` inside double quotes, which dotenv readers (cargo lambda's
-/// `--env-file`) turn back into newlines.
-pub fn local_lambda_env() -> String {
-    let mut lines: Vec<(String, String)> =
+/// The environment of a function binary on this machine: the loopback services, the AWS
+/// emulator, and the development keys `settle token` signs for.
+pub fn local_lambda_vars() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> =
         LOOPBACK_SERVICES.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
-    lines.extend(
+    vars.extend(
         [
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -46,9 +44,15 @@ pub fn local_lambda_env() -> String {
             ("SETTLE_RETRY_QUEUE_URL", "http://127.0.0.1:4566/123456789012/settle-webhook-retries"),
         ]
         .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string())),
+        .map(|(name, value)| (name.to_string(), value.trim_end().to_string())),
     );
-    lines.iter().map(|(name, value)| format!("{name}=\"{}\"\n", value.trim_end().replace('\n', "\\n"))).collect()
+    vars
+}
+
+/// [`local_lambda_vars`] as `NAME="value"` lines. PEM newlines are written as `\n` inside
+/// double quotes, which dotenv readers (cargo lambda's `--env-file`) turn back into newlines.
+pub fn local_lambda_env() -> String {
+    local_lambda_vars().iter().map(|(name, value)| format!("{name}=\"{}\"\n", value.replace('\n', "\\n"))).collect()
 }
 
 #[cfg(test)]

@@ -33,15 +33,6 @@ pub fn config(backend: Backend, overrides: &[(&str, String)]) -> Config {
     config
 }
 
-/// Stands in for a pre-signed URL (CloudFormation's `ResponseURL`): accepts any PUT.
-pub async fn put_receiver() -> String {
-    let app = axum::Router::new().route("/response", axum::routing::put(|| async { axum::http::StatusCode::OK }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/response")
-}
-
 fn options() -> StackOptions {
     StackOptions { watch_dir: None, s3_events_queue: unique("it-s3-events"), retry_queue: unique("it-retries") }
 }
@@ -148,8 +139,7 @@ async fn memory_stack_wires_every_trigger_to_its_handler() {
     let stack = LocalStack::start(config(Backend::Memory, &[]), opts).await.unwrap();
 
     let (status, body) = http_get(stack.http_addr, "/healthz").await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"backend\":\"memory\""), "{body}");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
     event_reaches_notify(&stack).await;
     object_reaches_csv_ingest(&stack).await;
 
@@ -174,10 +164,7 @@ async fn real_stack_wires_every_trigger_to_its_handler() {
         .await
         .unwrap_or_else(|e| panic!("local stack on the real services: {e:#} (start them with scripts/services)"));
     let (status, body) = http_get(stack.http_addr, "/healthz").await;
-    assert_eq!(status, 200, "{body}");
-    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["backend"], "real");
-    assert_eq!(health["dependencies"].as_array().unwrap().len(), 5, "{body}");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
     event_reaches_notify(&stack).await;
     object_reaches_csv_ingest(&stack).await;
 }
