@@ -14,7 +14,6 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{json, Value};
 use settle_local::emulator::{invocation_error, invoke_env, Emulator};
 use settle_shared::config::Backend;
-use settle_shared::ports::objects::ObjectStore;
 use settle_shared::webhooks::{EndpointRecord, SecretBox, StoredSecret, ENDPOINTS};
 use settle_shared::Backends;
 use std::path::{Path, PathBuf};
@@ -64,6 +63,9 @@ impl World {
         let retries = settle_shared::ports::delay_queue::SqsQueue::ensure(&sdk, &unique("it-retries")).await.unwrap();
         let mut names = vec![
             ("SETTLE_MONGODB_DATABASE", unique("lambda")),
+            // Idempotency records live in Redis: a shared prefix would replay an earlier
+            // run's answers (the samples' keys are fixed) from another database.
+            ("SETTLE_REDIS_PREFIX", format!("{}:", unique("lambda"))),
             ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
             ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
             ("SETTLE_RETRY_QUEUE_URL", retries.url().to_string()),
@@ -72,9 +74,7 @@ impl World {
         ];
         names.extend(extra.iter().cloned());
         let backends = Backends::connect(&config(Backend::Real, &names)).await.unwrap();
-        if let ObjectStore::S3(s3) = &backends.objects {
-            s3.ensure_bucket().await.expect("S3 emulator (scripts/services)");
-        }
+        backends.objects.ensure_bucket().await.expect("S3 emulator (scripts/services)");
         let problems = backends.health().await.problems();
         assert!(problems.is_empty(), "services unreachable: {problems:?} (start them with scripts/services)");
         let mut env = invoke_env();
