@@ -199,9 +199,7 @@ async fn put_settlement_file(env: &[(String, String)]) {
         ["SETTLE_MONGODB_URI", "SETTLE_REDIS_URL", "SETTLE_AMQP_URL"].iter().map(|k| (*k, vars[k].clone())).collect();
     let config = settle_shared::config::loopback_config(&overrides).unwrap();
     let backends = settle_shared::Backends::connect(&config).await.unwrap();
-    if let settle_shared::ports::objects::ObjectStore::S3(s3) = &backends.objects {
-        s3.ensure_bucket().await.expect("S3 emulator (scripts/services)");
-    }
+    backends.objects.ensure_bucket().await.expect("S3 emulator (scripts/services)");
     let header = settle_csv_ingest::row::HEADER.join(",");
     let file = format!("{header}\nst_bench,pay_zzz,gw-1,m_123,charge,10.00,USD,0.30,9.70,2026-11-27T06:00:00Z\n");
     backends.objects.put("settlements/incoming/gateway 2026-11-27.csv", file.into_bytes(), "text/csv").await.unwrap();
@@ -219,12 +217,11 @@ async fn main() {
     // network round trip away (as in AWS) answers only after it. An address that never
     // answers (`mongodb://10.255.255.1:27017`) shows that share of the figures.
     let mongodb = std::env::var("SETTLE_INIT_MONGODB_URI").ok();
-    let env: Vec<(String, String)> = settle_local::sample_events::local_lambda_env()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| match (k, &mongodb) {
-            ("SETTLE_MONGODB_URI", Some(uri)) => (k.to_string(), uri.clone()),
-            _ => (k.to_string(), v.trim_matches('"').replace("\\n", "\n")),
+    let env: Vec<(String, String)> = settle_local::sample_events::local_lambda_vars()
+        .into_iter()
+        .map(|(k, v)| match (k.as_str(), &mongodb) {
+            ("SETTLE_MONGODB_URI", Some(uri)) => (k, uri.clone()),
+            _ => (k, v),
         })
         .collect();
     // (label, binary, index of its baseline: the hello world with its panic strategy).

@@ -5,7 +5,6 @@ use settle_csv_ingest::generate::{write_file, Shape};
 use settle_csv_ingest::pipeline::{ingest_object_with, Progress};
 use settle_csv_ingest::INCOMING_PREFIX;
 use settle_shared::config::{Backend, Sources};
-use settle_shared::ports::objects::ObjectStore;
 use settle_shared::Backends;
 use std::io::Write;
 use std::path::Path;
@@ -52,9 +51,7 @@ pub async fn ingest(path: &Path, real: bool) -> anyhow::Result<()> {
     let mut config = settle_shared::Config::load(&Sources { env: &env, secrets: None }, backend)?;
     config.backend = backend;
     let backends = Backends::connect(&config).await?;
-    if let ObjectStore::S3(s3) = &backends.objects {
-        s3.ensure_bucket().await?;
-    }
+    backends.objects.ensure_bucket().await?;
     backends.bus.declare(&backends.topology).await?;
     let name = path
         .file_name()
