@@ -5,7 +5,7 @@
 //! the compiler's order, the ~1,300 functions a function runs before its first `/next`
 //! were spread over all 6 MB of `.text`, with a fault in nearly every 64 KB of it. Gathered
 //! (1.7 to 2.2 MB with the generic copies that share a listed name), notify's cold start
-//! takes about 25 fewer page faults and 0.2 to 0.5 ms less (see the README).
+//! takes about 25 fewer page faults and 0.2 to 0.5 ms less (see docs/performance.md).
 //! A linker script rather than `--symbol-ordering-file`: the arm64 zips are linked by zig
 //! (through cargo-lambda and `sam build`), which takes `-T` but rejects that flag, and a
 //! script's patterns can leave out the symbol hashes, which differ between targets.

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Test cards of the simulated gateway (see the README's table).
+/// Test cards of the simulated gateway (see the table in docs/api.md).
 const CARD_OK: &str = "4242424242424242";
 const CARD_3DS: &str = "4000002760003184";
 const CARD_DECLINED: &str = "4000000000000002";

@@ -1,7 +1,7 @@
 //! A panic while serving a request answers 500 problem+json and the instance goes on
 //! serving the next one: the panic is caught around the handler, logged, and mapped like
 //! any internal error (opaque body). This needs the unwinding panic strategy, which the
-//! release profile keeps for that reason (see the README's Build section).
+//! release profile keeps for that reason (see docs/performance.md).
 
 use crate::error::ApiError;
 use axum::extract::Request;
