@@ -18,17 +18,42 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The aws-sam-cli virtualenv `scripts/sam-tools` installs: `$SETTLE_SERVICES_DIR/sam-venv`
+/// (by default under `~/.cache/settle`).
+fn sam_venv() -> PathBuf {
+    let services = std::env::var_os("SETTLE_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("settle"));
+    services.join("sam-venv")
+}
+
+/// What `sam local invoke --env-vars` gives each function the file at `env_file` names:
+/// resolved by the SAM CLI's own code (`scripts/sam-local-env.py`), which fails if the
+/// file sets a variable SAM would drop.
+pub fn sam_local_env(env_file: &Path) -> anyhow::Result<std::collections::BTreeMap<String, Vec<(String, String)>>> {
+    let python = sam_venv().join("bin").join("python");
+    let out = std::process::Command::new(&python)
+        .current_dir(workspace())
+        .arg("scripts/sam-local-env.py")
+        .arg(env_file)
+        .output()
+        .with_context(|| format!("running {} (install it with `bash scripts/sam-tools`)", python.display()))?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let resolved: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        serde_json::from_slice(&out.stdout).context("scripts/sam-local-env.py printed no JSON")?;
+    Ok(resolved.into_iter().map(|(function, env)| (function, env.into_iter().collect())).collect())
+}
+
 /// `SETTLE_LAMBDA_RIE`, else the emulator inside the aws-sam-cli virtualenv that
 /// `scripts/sam-tools` installs (`$SETTLE_SERVICES_DIR/sam-venv`).
 pub fn rie_path() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("SETTLE_LAMBDA_RIE") {
         return Ok(PathBuf::from(path));
     }
-    let services = std::env::var_os("SETTLE_SERVICES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("settle"));
     let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" };
-    let lib = services.join("sam-venv").join("lib");
+    let lib = sam_venv().join("lib");
     let found = std::fs::read_dir(&lib).ok().into_iter().flatten().flatten().find_map(|python| {
         let rie = python.path().join("site-packages/samcli/local/rapid").join(format!("aws-lambda-rie-{arch}"));
         rie.is_file().then_some(rie)

@@ -94,6 +94,10 @@ enum Command {
     /// Print the environment (dotenv lines) that runs a function binary on this machine's
     /// services with the development keys: `cargo lambda watch --env-file …`.
     LambdaEnv,
+    /// Print the `--env-vars` file (JSON, per function of template.yaml) that runs the
+    /// `sam build` output under `sam local invoke --docker-network host` on this machine's
+    /// services with the development keys.
+    SamEnv,
     /// Run one event through a function's release binary (`scripts/lambda-binaries`) under
     /// AWS's Lambda Runtime Interface Emulator (from aws-sam-cli, no Docker), on this
     /// machine's services, and print what the runtime answered. Placeholders are filled as
@@ -242,6 +246,10 @@ fn main() {
         }
         Command::LambdaEnv => {
             print!("{}", settle_local::sample_events::local_lambda_env());
+            std::process::exit(0)
+        }
+        Command::SamEnv => {
+            println!("{:#}", settle_local::sample_events::sam_env_file());
             std::process::exit(0)
         }
         Command::Token { merchant, roles, subject, ttl } => {

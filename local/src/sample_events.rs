@@ -1,7 +1,8 @@
 //! The sample events in `events/` for people and tests: placeholders (`${SETTLE_TOKEN}`,
 //! `${CARD_TOKEN}`, `${PAYMENT_ID}`) filled in, since a JWT expires and ids are made
 //! by earlier calls; and the environment a function binary needs to run on this machine
-//! under `cargo lambda watch` (loopback services, development keys).
+//! under `cargo lambda watch` (loopback services, development keys) or, as an `--env-vars`
+//! file, under `sam local invoke`.
 
 use crate::dev_keys;
 use settle_shared::config::LOOPBACK_SERVICES;
@@ -55,6 +56,57 @@ pub fn local_lambda_env() -> String {
     local_lambda_vars().iter().map(|(name, value)| format!("{name}=\"{}\"\n", value.replace('\n', "\\n"))).collect()
 }
 
+/// The template's functions (logical ids) and what `sam local invoke` must set for each to
+/// run on this machine's services. SAM overrides only the variables a function declares in
+/// template.yaml, so each is declared there (empty where AWS takes it from a secret);
+/// `scripts/sam-local-env.py` resolves this file with SAM's own code and fails on any it
+/// would drop.
+pub const SAM_FUNCTIONS: &[(&str, &[&str])] = &[
+    (
+        "PaymentFunction",
+        &[
+            "SETTLE_JWT_KEY",
+            "SETTLE_JWT_ALGORITHM",
+            "SETTLE_CARD_FINGERPRINT_KEY",
+            "SETTLE_WEBHOOK_MASTER_KEY",
+            "SETTLE_GATEWAY_WEBHOOK_SECRET",
+            "SETTLE_RETRY_QUEUE_URL",
+        ],
+    ),
+    ("NotifyFunction", &["SETTLE_WEBHOOK_MASTER_KEY", "SETTLE_RETRY_QUEUE_URL", "SETTLE_WEBHOOK_ALLOW_PRIVATE"]),
+    ("CsvIngestFunction", &["SETTLE_BUCKET"]),
+];
+
+/// Set for every function of [`SAM_FUNCTIONS`]: the services, no Secrets Manager (the
+/// values are given directly), and the AWS emulator under Settle's own name for it.
+const SAM_COMMON: &[&str] = &[
+    "SETTLE_MONGODB_URI",
+    "SETTLE_REDIS_URL",
+    "SETTLE_AMQP_URL",
+    "SETTLE_SECRET_ID",
+    settle_shared::aws::AWS_ENDPOINT_VAR,
+];
+
+/// The `--env-vars` file for `sam local invoke` (`settle sam-env`): per function, the
+/// values it needs of those `settle invoke` runs with ([`crate::emulator::invoke_env`]),
+/// for a container on the host's network (`--docker-network host`).
+pub fn sam_env_file() -> serde_json::Value {
+    let mut values: std::collections::BTreeMap<String, String> = crate::emulator::invoke_env().into_iter().collect();
+    values.insert("SETTLE_SECRET_ID".into(), String::new());
+    values.insert("SETTLE_BUCKET".into(), "settle-settlements".into());
+    let emulator = values.get("AWS_ENDPOINT_URL").cloned().unwrap_or_default();
+    values.insert(settle_shared::aws::AWS_ENDPOINT_VAR.into(), emulator);
+    let functions = SAM_FUNCTIONS.iter().map(|(function, own)| {
+        let vars: serde_json::Map<String, serde_json::Value> = SAM_COMMON
+            .iter()
+            .chain(own.iter())
+            .map(|name| (name.to_string(), serde_json::Value::String(values.get(*name).cloned().unwrap_or_default())))
+            .collect();
+        (function.to_string(), serde_json::Value::Object(vars))
+    });
+    serde_json::Value::Object(functions.collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +126,22 @@ mod tests {
         assert!(env.lines().all(|l| l.contains("=\"") && l.ends_with('"')));
         assert!(env.contains("SETTLE_JWT_KEY=\"-----BEGIN PUBLIC KEY-----\\nMFkw"));
         assert!(env.contains("SETTLE_MONGODB_URI="));
+    }
+
+    #[test]
+    fn the_sam_env_file_gives_each_function_its_services_and_keys() {
+        let file = sam_env_file();
+        let payment = &file["PaymentFunction"];
+        assert_eq!(payment["SETTLE_SECRET_ID"], "");
+        assert!(payment["SETTLE_AWS_ENDPOINT_URL"].as_str().unwrap().starts_with("http://"));
+        assert!(payment["SETTLE_JWT_KEY"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert!(file["NotifyFunction"].get("SETTLE_JWT_KEY").is_none(), "notify verifies no tokens");
+        assert_eq!(file["CsvIngestFunction"]["SETTLE_BUCKET"], "settle-settlements");
+        for (function, vars) in file.as_object().unwrap() {
+            for (name, value) in vars.as_object().unwrap() {
+                let value = value.as_str().unwrap();
+                assert!(!value.is_empty() || name == "SETTLE_SECRET_ID", "{function}: {name} has no value");
+            }
+        }
     }
 }

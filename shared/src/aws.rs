@@ -45,9 +45,12 @@ fn https_client() -> SharedHttpClient {
     CertificatesOnFirstUse(client).into_shared()
 }
 
+/// An AWS API endpoint for every client (an emulator's); unset or empty: AWS's own.
+pub const AWS_ENDPOINT_VAR: &str = "SETTLE_AWS_ENDPOINT_URL";
+
 /// Loads the SDK configuration from the environment (region, credentials, and
-/// `AWS_ENDPOINT_URL` for the local emulator). With `timeout`, connecting is bounded by it
-/// and each attempt by twice it.
+/// `AWS_ENDPOINT_URL` or `SETTLE_AWS_ENDPOINT_URL` for the local emulator). With `timeout`,
+/// connecting is bounded by it and each attempt by twice it.
 pub async fn load_sdk_config(timeout: Option<Duration>) -> SdkConfig {
     crate::tls::install_crypto_provider();
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
@@ -59,6 +62,13 @@ pub async fn load_sdk_config(timeout: Option<Duration>) -> SdkConfig {
     }
     if let Ok(region) = std::env::var("AWS_REGION") {
         loader = loader.region(aws_config::Region::new(region));
+    }
+    // Settle's own name for an emulator's endpoint, which the template can declare empty:
+    // `sam local invoke --env-vars` only sets variables the template declares, and an
+    // empty `AWS_ENDPOINT_URL` would be an invalid URL to the SDK, warned about at every
+    // cold start in AWS.
+    if let Some(url) = std::env::var(AWS_ENDPOINT_VAR).ok().filter(|url| !url.trim().is_empty()) {
+        loader = loader.endpoint_url(url.trim());
     }
     if let Some(timeout) = timeout {
         loader = loader.timeout_config(

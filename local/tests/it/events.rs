@@ -19,7 +19,7 @@ use settle_shared::Backends;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-fn samples(function: &str) -> Vec<(PathBuf, String)> {
+pub(crate) fn samples(function: &str) -> Vec<(PathBuf, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(function);
     let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -35,7 +35,7 @@ fn samples(function: &str) -> Vec<(PathBuf, String)> {
     files
 }
 
-fn sample(function: &str, name: &str) -> (PathBuf, String) {
+pub(crate) fn sample(function: &str, name: &str) -> (PathBuf, String) {
     samples(function).into_iter().find(|(p, _)| p.ends_with(name)).unwrap_or_else(|| panic!("no sample {name}"))
 }
 
@@ -52,13 +52,19 @@ fn parse_round_trip<T: serde::de::DeserializeOwned + serde::Serialize + PartialE
 
 /// One test's world: its own database, exchange, queue and retry queue, the backends to
 /// arrange and inspect it, and the environment its emulated functions get.
-struct World {
-    backends: Backends,
+pub(crate) struct World {
+    pub(crate) backends: Backends,
     env: Vec<(String, String)>,
 }
 
 impl World {
     async fn new(extra: &[(&str, String)]) -> World {
+        World::on(invoke_env(), extra).await
+    }
+
+    /// The world on `base`, the environment its functions would have anyway, with its own
+    /// names put in.
+    pub(crate) async fn on(base: Vec<(String, String)>, extra: &[(&str, String)]) -> World {
         let sdk = settle_shared::aws::load_sdk_config(None).await;
         let retries = settle_shared::ports::delay_queue::SqsQueue::ensure(&sdk, &unique("it-retries")).await.unwrap();
         let mut names = vec![
@@ -77,7 +83,7 @@ impl World {
         backends.objects.ensure_bucket().await.expect("S3 emulator (scripts/services)");
         let problems = backends.health().await.problems();
         assert!(problems.is_empty(), "services unreachable: {problems:?} (start them with scripts/services)");
-        let mut env = invoke_env();
+        let mut env = base;
         for (name, value) in names {
             env.retain(|(known, _)| known != name);
             env.push((name.to_string(), value));
@@ -85,13 +91,13 @@ impl World {
         World { backends, env }
     }
 
-    async fn start(&self, function: &str) -> Emulator {
+    pub(crate) async fn start(&self, function: &str) -> Emulator {
         Emulator::start(function, &self.env).await.unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 
 /// Invokes and fails the test, with the function's last log lines, on a Lambda error.
-async fn invoke(emulator: &Emulator, event: &Value) -> Value {
+pub(crate) async fn invoke(emulator: &Emulator, event: &Value) -> Value {
     let answer = emulator.invoke(event).await.unwrap_or_else(|e| panic!("{e:#}"));
     if let Some(error) = invocation_error(&answer) {
         panic!("{} failed: {error}\n{}", emulator.function, emulator.log_tail());
@@ -100,7 +106,7 @@ async fn invoke(emulator: &Emulator, event: &Value) -> Value {
 }
 
 /// The API Gateway (payload v2) response as it left the runtime, with its JSON body.
-fn api_response(path: &Path, answer: Value) -> (ApiGatewayV2httpResponse, Value) {
+pub(crate) fn api_response(path: &Path, answer: Value) -> (ApiGatewayV2httpResponse, Value) {
     let response: ApiGatewayV2httpResponse = serde_json::from_value(answer.clone())
         .unwrap_or_else(|e| panic!("{}: not an API Gateway response: {e}: {answer}", path.display()));
     assert!(!response.is_base64_encoded, "{}: a JSON body is sent as text: {answer}", path.display());
@@ -128,7 +134,7 @@ const PAYMENT_SEQUENCE: &[&str] = &[
     "apigw-v2-bad-request.json",
 ];
 
-fn dev_token(merchant: &str, roles: &[&str]) -> String {
+pub(crate) fn dev_token(merchant: &str, roles: &[&str]) -> String {
     let mut config = config(Backend::Real, &[]);
     settle_local::dev_keys::apply(&mut config);
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();

@@ -3,5 +3,6 @@
 //! `events/` runs through its handler.
 
 mod events;
+mod sam_local;
 mod stack;
 mod webhooks;
