@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use crate::guard::{require_admin, Caller};
 use crate::input::Input;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -3,7 +3,7 @@
 //! card tokens and refunds), and `RateLimit` headers on the way out.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
@@ -178,7 +178,7 @@ async fn throttle(
     match state.backends.kv.throttle(&key, limit).await {
         Ok(t) if t.allowed => Ok(Some(t)),
         Ok(t) => {
-            crate::count("RateLimited", &[("Class", class)], &[("limited", serde_json::json!(who))]);
+            crate::metrics::count("RateLimited", &[("Class", class)], &[("limited", serde_json::json!(who))]);
             let mut headers = axum::http::HeaderMap::new();
             add_rate_limit_headers(&mut headers, class, limit, &t);
             let headers = headers.iter().filter_map(|(n, v)| Some((n.clone(), v.to_str().ok()?.to_string()))).collect();

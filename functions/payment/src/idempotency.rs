@@ -7,7 +7,7 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -191,7 +191,7 @@ fn replay(state: &AppState, stored: &[u8], fingerprint: &str, key: &str) -> Resu
     if stored.fingerprint != fingerprint {
         return Err(ApiError::IdempotencyKeyReused);
     }
-    crate::count("IdempotentReplays", &[], &[("idempotency_key", serde_json::json!(key))]);
+    crate::metrics::count("IdempotentReplays", &[], &[("idempotency_key", serde_json::json!(key))]);
     let opened = state.secret_box.open(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
     let body =
         base64::engine::general_purpose::STANDARD.decode(opened.expose()).map_err(|e| ApiError::Internal(e.into()))?;

@@ -3,8 +3,8 @@
 //! re-published by a relay if that failed (broker down). Publishing is at least once;
 //! a repeated publish carries the same event id.
 
+use crate::state::AppState;
 use crate::store::now_ms;
-use crate::AppState;
 use serde_json::json;
 use settle_shared::domain::event::CloudEvent;
 use settle_shared::otel;
@@ -119,7 +119,8 @@ impl Outbox {
         self.last_relay_ms.store(now_ms(), Ordering::Relaxed);
         let backends = &state.backends;
         let report =
-            relay(&backends.documents, &backends.bus, &backends.topology.exchange, crate::METRICS_FUNCTION).await?;
+            relay(&backends.documents, &backends.bus, &backends.topology.exchange, crate::metrics::METRICS_FUNCTION)
+                .await?;
         if report.published > 0 {
             *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }

@@ -5,12 +5,14 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
+use crate::idempotency;
 use crate::input::{int_param, query_params, Input};
 use crate::outbox::{self, Origin};
+use crate::request_ids::{CORRELATION_ID, REQUEST_ID};
+use crate::state::AppState;
 use crate::store::{
     self, cache_payment, cached_payment, load, now_ms, to_doc, PaymentRecord, TokenRecord, PAYMENTS, TOKENS,
 };
-use crate::{idempotency, AppState, CORRELATION_ID, REQUEST_ID};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -277,7 +279,7 @@ pub async fn create_payment(
             }
             state.outbox.publish_committed(state, &events).await;
             cache_payment(state, &record).await;
-            crate::count(
+            crate::metrics::count(
                 "Payments",
                 &[("Outcome", record.status.as_str()), ("Currency", &record.currency)],
                 &[("payment_id", serde_json::json!(record.id))],

@@ -5,14 +5,15 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
+use crate::idempotency;
 use crate::input::Input;
 use crate::outbox;
 use crate::payments::{origin, parse_payment_id, view_json};
+use crate::state::AppState;
 use crate::store::{
     cache_payment, created_by, from_doc, idempotency_hash, load, now_ms, to_doc, PaymentRecord, RefundRecord, PAYMENTS,
     REFUNDS,
 };
-use crate::{idempotency, AppState};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -149,7 +150,7 @@ pub async fn create_refund(
                     state.outbox.publish_committed(state, &events).await;
                     cache_payment(state, &next).await;
                     let amount = Measure { name: "RefundAmount", value: record.amount as f64, unit: Unit::None };
-                    crate::record(
+                    crate::metrics::record(
                         &[("Currency", &record.currency)],
                         &[Measure::count("Refunds", 1), amount],
                         &[("payment_id", serde_json::json!(payment.id)), ("refund_id", serde_json::json!(record.id))],

@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use crate::guard::Caller;
 use crate::input::query_params;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};

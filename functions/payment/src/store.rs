@@ -3,7 +3,7 @@
 //! units; money changes are transactions together with their outbox events.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use settle_shared::domain::card::{Brand, GatewayProfile};
 use settle_shared::domain::payment::{CaptureMethod, FailureCode, PaymentStatus, RefundStatus};

@@ -4,9 +4,10 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
+use crate::idempotency;
 use crate::input::Input;
+use crate::state::AppState;
 use crate::store::{now_ms, to_doc, CardSummary, TokenRecord, TOKENS};
-use crate::{idempotency, AppState};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -5,9 +5,10 @@
 
 use crate::error::ApiError;
 use crate::guard::{require_admin, Caller};
+use crate::idempotency;
 use crate::input::{int_param, query_params, Input};
+use crate::state::AppState;
 use crate::store::{from_doc, now_ms, to_doc};
-use crate::{idempotency, AppState};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};

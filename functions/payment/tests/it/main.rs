@@ -1,6 +1,7 @@
 //! Payment API integration tests against the real MongoDB, Redis and RabbitMQ (start
 //! them with `scripts/services`). Each test has its own database, Redis prefix and
-//! exchange; tokens are minted with the `jsonwebtoken` library as a client would.
+//! exchange; tokens are minted with the `jsonwebtoken` library as a client would. (`router`
+//! alone runs on the in-memory backends: it checks what the router adds to every answer.)
 
 mod helpers;
 
@@ -13,5 +14,6 @@ mod metrics;
 mod payments;
 mod refunds;
 mod rotation;
+mod router;
 mod settlements;
 mod webhook_endpoints;
