@@ -7,10 +7,10 @@
 
 use crate::error::ApiError;
 use crate::outbox::{self, Origin};
-use crate::payments::view_json;
 use crate::refunds::refund_event_data;
 use crate::state::AppState;
 use crate::store::{cache_payment, load, now_ms, PaymentRecord, RefundRecord, GATEWAY_EVENTS, PAYMENTS, REFUNDS};
+use crate::views::view_json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Response};
@@ -97,7 +97,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     };
     let refund_id = settle_shared::domain::ids::RefundId::parse(&event.data.refund)
         .map_err(|e| ApiError::field("data.refund", e.to_string()))?;
-    let origin = Origin { correlation_id: Some(event.id.clone()), ..crate::payments::origin(&headers, None) };
+    let origin = Origin { correlation_id: Some(event.id.clone()), ..crate::request_ids::origin(&headers, None) };
 
     for attempt in 0..50u32 {
         if state.backends.documents.get(GATEWAY_EVENTS, &event.id).await?.is_some() {

@@ -4,10 +4,11 @@
 
 use crate::error::ApiError;
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use settle_shared::domain::ids::PaymentId;
 use std::collections::BTreeMap;
 
 /// Largest accepted request body. Settle's requests are small; a larger body is an error
@@ -157,6 +158,27 @@ pub fn int_param(
             _ => Err(ApiError::field(name, format!("must be an integer from {} to {}", range.start(), range.end()))),
         },
     }
+}
+
+/// The scheme and host the client called, for links back to this API.
+pub fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .unwrap_or("localhost");
+    let proto = match headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if host.starts_with("127.0.0.1") || host.starts_with("localhost") => "http",
+        _ => "https",
+    };
+    format!("{proto}://{host}")
+}
+
+/// A payment id from the path; one that cannot be a payment's is not found.
+pub fn parse_payment_id(id: &str) -> Result<PaymentId, ApiError> {
+    PaymentId::parse(id).map_err(|_| ApiError::NotFound("payment"))
 }
 
 #[cfg(test)]

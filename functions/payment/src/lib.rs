@@ -30,7 +30,9 @@ pub mod request_ids;
 pub mod settlements;
 pub mod state;
 pub mod store;
+pub mod threeds;
 pub mod tokens;
+pub mod views;
 pub mod webhook_endpoints;
 
 pub use request_ids::{CORRELATION_ID, REQUEST_ID, TRACEPARENT};
@@ -68,8 +70,8 @@ pub fn router(state: AppState) -> Router {
         // Public from here on: the guard above does not wrap them.
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve))
-        .route("/v1/payments/{id}/3ds", get(payments::challenge_page))
-        .route("/v1/payments/{id}/3ds/{answer}", post(payments::challenge_answer))
+        .route("/v1/payments/{id}/3ds", get(threeds::challenge_page))
+        .route("/v1/payments/{id}/3ds/{answer}", post(threeds::challenge_answer))
         .route("/v1/gateway/webhooks", post(gateway_webhooks::receive))
         // Every route above, public or not, counts against its client address's limit.
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::limit_per_ip))

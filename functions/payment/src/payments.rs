@@ -1,28 +1,27 @@
-//! Payments, as Stripe's PaymentIntent: create, read, list, confirm, capture, cancel, and
-//! the 3-D Secure challenge page. Every change is a conditional update on the payment's
+//! Payments, as Stripe's PaymentIntent: create, read, list, confirm, capture, cancel (the
+//! 3-D Secure page is `threeds`). Every change is a conditional update on the payment's
 //! version, in one transaction with its outbox event; a lost race re-reads and decides
 //! again.
 
 use crate::error::ApiError;
 use crate::guard::Caller;
 use crate::idempotency;
-use crate::input::{int_param, query_params, Input};
+use crate::input::{base_url, int_param, parse_payment_id, query_params, Input};
 use crate::outbox::{self, Origin};
-use crate::request_ids::{CORRELATION_ID, REQUEST_ID};
+use crate::request_ids::origin;
 use crate::state::AppState;
 use crate::store::{
     self, cache_payment, cached_payment, load, now_ms, to_doc, PaymentRecord, TokenRecord, PAYMENTS, TOKENS,
 };
+use crate::views::{view, view_json, PaymentView};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use settle_shared::domain::ids::PaymentId;
 use settle_shared::domain::money::{Amount, Currency};
-use settle_shared::domain::payment::{
-    transition, Action, CaptureMethod, FailureCode, PaymentFacts, PaymentStatus, TransitionError,
-};
+use settle_shared::domain::payment::{transition, Action, CaptureMethod, PaymentFacts, PaymentStatus, TransitionError};
 use settle_shared::ports::documents::{Cond, Op, Order, Query, StoreError, Write};
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
@@ -59,93 +58,6 @@ pub struct CapturePayment {
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
 
-#[derive(Debug, Serialize)]
-pub struct PaymentError {
-    pub code: FailureCode,
-    pub retryable: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NextAction {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub redirect_to_url: RedirectToUrl,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RedirectToUrl {
-    pub url: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CardView {
-    pub brand: settle_shared::domain::card::Brand,
-    pub last4: String,
-    pub exp_month: u32,
-    pub exp_year: u32,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PaymentView {
-    pub id: String,
-    pub object: &'static str,
-    pub merchant_id: String,
-    pub amount: i64,
-    pub currency: String,
-    pub capture_method: CaptureMethod,
-    pub status: PaymentStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub metadata: BTreeMap<String, String>,
-    pub token: String,
-    pub card: CardView,
-    pub amount_captured: i64,
-    pub amount_refunded: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_payment_error: Option<PaymentError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_action: Option<NextAction>,
-    /// Unix seconds.
-    pub created: i64,
-}
-
-pub fn view(p: &PaymentRecord) -> PaymentView {
-    let next_action = match (p.status, &p.challenge, &p.challenge_base) {
-        (PaymentStatus::RequiresAction, Some(secret), Some(base)) => Some(NextAction {
-            kind: "redirect_to_url",
-            redirect_to_url: RedirectToUrl { url: format!("{base}/v1/payments/{}/3ds?challenge={secret}", p.id) },
-        }),
-        _ => None,
-    };
-    PaymentView {
-        id: p.id.clone(),
-        object: "payment",
-        merchant_id: p.merchant_id.clone(),
-        amount: p.amount,
-        currency: p.currency.clone(),
-        capture_method: p.capture_method,
-        status: p.status,
-        description: p.description.clone(),
-        metadata: p.metadata.clone(),
-        token: p.token_id.clone(),
-        card: CardView {
-            brand: p.card.brand,
-            last4: p.card.last4.clone(),
-            exp_month: p.card.exp_month,
-            exp_year: p.card.exp_year,
-        },
-        amount_captured: p.amount_captured,
-        amount_refunded: p.amount_refunded,
-        last_payment_error: p.failure_code.map(|code| PaymentError { code, retryable: code.retryable() }),
-        next_action,
-        created: p.created / 1000,
-    }
-}
-
-pub fn view_json(p: &PaymentRecord) -> serde_json::Value {
-    serde_json::to_value(view(p)).unwrap_or_default()
-}
-
 fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if metadata.len() > MAX_METADATA {
         return Err(ApiError::field("metadata", format!("at most {MAX_METADATA} keys")));
@@ -161,32 +73,6 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// The scheme and host the client called, for links back to this API.
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-        .unwrap_or("localhost");
-    let proto = match headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) {
-        Some("https") => "https",
-        Some("http") => "http",
-        _ if host.starts_with("127.0.0.1") || host.starts_with("localhost") => "http",
-        _ => "https",
-    };
-    format!("{proto}://{host}")
-}
-
-pub fn origin(headers: &HeaderMap, idempotency_key: Option<String>) -> Origin {
-    // Both ids were validated and set on the request by the tracing middleware.
-    let id = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_string);
-    Origin { request_id: id(&REQUEST_ID), correlation_id: id(&CORRELATION_ID), idempotency_key }
-}
-
-pub fn parse_payment_id(id: &str) -> Result<PaymentId, ApiError> {
-    PaymentId::parse(id).map_err(|_| ApiError::NotFound("payment"))
 }
 
 pub async fn create_payment(
@@ -514,84 +400,4 @@ pub async fn list_payments(
         .map(|d| store::from_doc::<PaymentRecord>(d).map(|p| view(&p)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(store::List::new(data, has_more)).into_response())
-}
-
-fn challenge_param(raw: Option<&str>) -> Result<String, ApiError> {
-    let params = query_params(raw, &["challenge"])?;
-    params.get("challenge").cloned().ok_or_else(|| ApiError::field("challenge", "is required"))
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    let csp = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
-    (status, [(header::CONTENT_SECURITY_POLICY, csp), (header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
-}
-
-fn format_amount(minor: i64, currency: &str) -> String {
-    let exponent = currency.parse::<Currency>().map_or(2, |c| u32::from(c.exponent()));
-    if exponent == 0 {
-        return format!("{minor} {currency}");
-    }
-    let scale = 10_i64.pow(exponent);
-    format!("{}.{:0width$} {currency}", minor / scale, minor % scale, width = exponent as usize)
-}
-
-/// `GET /v1/payments/{id}/3ds?challenge=…`: the simulated issuer's challenge page.
-pub async fn challenge_page(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let id = parse_payment_id(&id)?;
-    let secret = challenge_param(raw.as_deref())?;
-    let p: PaymentRecord = load(&state, PAYMENTS, id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
-    let valid = p.challenge.as_deref().is_some_and(|c| bool::from(c.as_bytes().ct_eq(secret.as_bytes())));
-    if !valid || p.status != PaymentStatus::RequiresAction {
-        return Err(ApiError::NotFound("challenge"));
-    }
-    // Ids, amounts and the hex secret contain no markup characters.
-    let page = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Settle 3-D Secure</title>
-<style>body{{font-family:sans-serif;max-width:28rem;margin:3rem auto}}button{{font-size:1.1rem;padding:.5rem 1.5rem;margin:.5rem}}</style></head>
-<body><h1>Confirm this payment</h1>
-<p>Test issuer challenge for payment <code>{id}</code>: <strong>{amount}</strong> to <code>{merchant}</code>, card ending {last4}.</p>
-<form method="post" action="/v1/payments/{id}/3ds/approve?challenge={secret}"><button id="approve" type="submit">Approve</button></form>
-<form method="post" action="/v1/payments/{id}/3ds/reject?challenge={secret}"><button id="reject" type="submit">Reject</button></form>
-</body></html>"#,
-        amount = format_amount(p.amount, &p.currency),
-        merchant = p.merchant_id,
-        last4 = p.card.last4,
-    );
-    Ok(html(StatusCode::OK, page))
-}
-
-/// `POST /v1/payments/{id}/3ds/{approve|reject}?challenge=…`, posted by the page.
-pub async fn challenge_answer(
-    State(state): State<AppState>,
-    Path((id, answer)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let id = parse_payment_id(&id)?;
-    let secret = challenge_param(raw.as_deref())?;
-    let action = match answer.as_str() {
-        "approve" => Action::ApproveChallenge,
-        "reject" => Action::RejectChallenge,
-        _ => return Err(ApiError::NotFound("action")),
-    };
-    let p =
-        act(&state, id.as_str(), Actor::Challenge(&secret), |_| action, &origin(&headers, None), &base_url(&headers))
-            .await?;
-    let outcome = match (p.status, p.failure_code) {
-        (PaymentStatus::Failed, Some(code)) => {
-            format!("Payment failed ({}).", serde_json::to_value(code).unwrap_or_default().as_str().unwrap_or("failed"))
-        }
-        (status, _) => format!("Payment {}.", status.as_str().replace('_', " ")),
-    };
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Settle 3-D Secure</title></head>\
-         <body><h1 id=\"outcome\" data-status=\"{status}\">{outcome}</h1><p>You can close this window.</p></body></html>",
-        status = p.status.as_str()
-    );
-    Ok(html(StatusCode::OK, page))
 }

@@ -6,14 +6,16 @@
 use crate::error::ApiError;
 use crate::guard::Caller;
 use crate::idempotency;
+use crate::input::parse_payment_id;
 use crate::input::Input;
 use crate::outbox;
-use crate::payments::{origin, parse_payment_id, view_json};
+use crate::request_ids::origin;
 use crate::state::AppState;
 use crate::store::{
     cache_payment, created_by, from_doc, idempotency_hash, load, now_ms, to_doc, PaymentRecord, RefundRecord, PAYMENTS,
     REFUNDS,
 };
+use crate::views::view_json;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};

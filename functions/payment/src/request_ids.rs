@@ -3,6 +3,7 @@
 
 use crate::idempotency;
 use crate::metrics::METRICS_FUNCTION;
+use crate::outbox::Origin;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -77,4 +78,11 @@ fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let ok =
         (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| value.to_string())
+}
+
+/// The ids an outbox event records about the request that caused it.
+pub fn origin(headers: &HeaderMap, idempotency_key: Option<String>) -> Origin {
+    // Both ids were validated and set on the request by the tracing middleware.
+    let id = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_string);
+    Origin { request_id: id(&REQUEST_ID), correlation_id: id(&CORRELATION_ID), idempotency_key }
 }
