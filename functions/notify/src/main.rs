@@ -1,5 +1,6 @@
-//! Lambda entry point of the notifier: wires config and clients, then serves both of its
-//! triggers: `aws:rmq` events from Amazon MQ and SQS events from the retry queue.
+//! Lambda entry point of the notifier: wires config and clients, then serves every event
+//! it gets (`dispatch`): `aws:rmq` events from Amazon MQ, SQS events from the retry queue,
+//! the relay's EventBridge schedule and the BrokerTopology custom resource.
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use settle_notify::Notifier;
