@@ -98,7 +98,7 @@ impl Delivery {
                 a.ack();
                 Ok(())
             }
-            Acker::RabbitMq(a) => a.ack(Default::default()).await.map(|_| ()).map_err(rabbitmq::classify),
+            Acker::RabbitMq(a) => bounded(a.ack(Default::default())).await,
         }
     }
 
@@ -111,9 +111,21 @@ impl Delivery {
             }
             Acker::RabbitMq(a) => {
                 let options = lapin::options::BasicNackOptions { multiple: false, requeue };
-                a.nack(options).await.map(|_| ()).map_err(rabbitmq::classify)
+                bounded(a.nack(options)).await
             }
         }
+    }
+}
+
+/// How long an ack or reject may take to leave. On a connection the broker dropped
+/// (`rabbitmqctl stop_app`) one was seen never to complete, holding its consumer, and the
+/// fault suite's tap with it, past the broker's return.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn bounded<T>(answer: impl std::future::Future<Output = lapin::Result<T>>) -> Result<(), BusError> {
+    match tokio::time::timeout(ACK_TIMEOUT, answer).await {
+        Ok(result) => result.map(|_| ()).map_err(rabbitmq::classify),
+        Err(_) => Err(BusError::Unavailable(format!("the broker took no ack within {ACK_TIMEOUT:?}"))),
     }
 }
 

@@ -255,7 +255,7 @@ impl RabbitBus {
                 )
                 .await
                 .map_err(classify)?;
-            Ok(RabbitSubscription { consumer, conn, channel })
+            Ok(RabbitSubscription { consumer, conn, channel, queue: queue.to_string(), timeout: self.inner.timeout })
         };
         match tokio::time::timeout(self.inner.timeout, open).await {
             Ok(result) => result,
@@ -272,21 +272,37 @@ pub struct RabbitSubscription {
     consumer: lapin::Consumer,
     conn: Connection,
     channel: Channel,
+    queue: String,
+    /// Bounds the idle check's round trip to the broker.
+    timeout: Duration,
 }
 
 /// How often an idle subscription checks that its connection is still open.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 impl RabbitSubscription {
+    /// Whether the connection and channel are open and the broker answers a passive
+    /// declare of the queue on this channel within the timeout.
+    async fn broker_answers(&self) -> bool {
+        if !(self.conn.status().connected() && self.channel.status().connected()) {
+            return false;
+        }
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let asked = self.channel.queue_declare(self.queue.as_str().into(), passive, FieldTable::default());
+        matches!(tokio::time::timeout(self.timeout, asked).await, Ok(Ok(_)))
+    }
+
     pub(super) async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
         let next = loop {
             // A broker that stops (`rabbitmqctl stop_app`) closes the connection, but the
             // consumer stream has been seen to stay open, silent, with the server-side
-            // consumer gone: an idle subscription checks its connection and ends with an
-            // error, so that its owner subscribes again.
+            // consumer gone, and the client's status still saying connected (a fault test
+            // found a tap with no consumer after a restart): an idle subscription asks the
+            // broker about its queue, and ends with an error unless the answer comes back,
+            // so that its owner subscribes again.
             match tokio::time::timeout(LIVENESS_CHECK, self.consumer.next()).await {
                 Ok(next) => break next?,
-                Err(_) if self.conn.status().connected() && self.channel.status().connected() => continue,
+                Err(_) if self.broker_answers().await => continue,
                 Err(_) => return Some(Err(BusError::Unavailable("the broker closed the connection".into()))),
             }
         };
