@@ -93,7 +93,7 @@ const SAM_COMMON: &[&str] = &[
 pub fn sam_env_file() -> serde_json::Value {
     let mut values: std::collections::BTreeMap<String, String> = crate::emulator::invoke_env().into_iter().collect();
     values.insert("SETTLE_SECRET_ID".into(), String::new());
-    values.insert("SETTLE_BUCKET".into(), "settle-settlements".into());
+    values.entry("SETTLE_BUCKET".into()).or_insert_with(|| "settle-settlements".into());
     let emulator = values.get("AWS_ENDPOINT_URL").cloned().unwrap_or_default();
     values.insert(settle_shared::aws::AWS_ENDPOINT_VAR.into(), emulator);
     let functions = SAM_FUNCTIONS.iter().map(|(function, own)| {

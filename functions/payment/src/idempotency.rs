@@ -4,13 +4,19 @@
 //! MongoDB or RabbitMQ; the same key with another request is refused; concurrent
 //! requests with one key execute once. Records live 24 hours in Redis. Idempotency fails
 //! closed: without Redis such a POST is refused (503), since it could not be de-duplicated.
+//! All of it is the middleware [`idempotent`], put on those routes by the router; the
+//! handlers behind it only read the key, from the [`IdempotencyKey`] extension.
 
 use crate::error::ApiError;
 use crate::guard::Caller;
+use crate::input::BODY_LIMIT;
 use crate::state::AppState;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -81,33 +87,93 @@ fn fingerprint(key: &[u8], method: &Method, path: &str, body: &[u8]) -> String {
     hex::encode(h.finalize().into_bytes())
 }
 
-/// Runs `execute` at most once per (merchant or subject, key).
-pub async fn once<F, Fut>(
-    state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-    execute: F,
-) -> Response
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<Response, ApiError>>,
-{
-    match run(state, caller, headers, method, path, body, execute).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+/// The request's validated `Idempotency-Key`, for the handlers that record it (on events,
+/// on refunds). Put there by [`idempotent`].
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey(pub String);
+
+/// Middleware on the routes that need a key (the POSTs that move money or create an
+/// object): the handler behind it runs at most once per (merchant or subject, key), and
+/// never sees the rest. The body is read here, bounded as `Input` bounds it, so that it is
+/// part of what makes two requests the same.
+pub async fn idempotent(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response();
+    };
+    // The path as the handlers' extractors decode it, which is what earlier records hold.
+    let path = percent_encoding::percent_decode_str(parts.uri.path()).decode_utf8_lossy().into_owned();
+    let request = Idempotent { method: parts.method.clone(), path, body: body.clone() };
+    let headers = parts.headers.clone();
+    let result = run(&state, &caller, &headers, &request, |key| async move {
+        parts.extensions.insert(IdempotencyKey(key));
+        Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+    })
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What makes two requests with one key the same request.
+struct Idempotent {
+    method: Method,
+    path: String,
+    body: Bytes,
+}
+
+/// Where a request stands with its key, decided from what Redis holds: the explicit
+/// state machine of one idempotent request.
+enum NextAction {
+    /// A response is stored: answer it again (if the request is the same).
+    ReturnSavedResponse(Vec<u8>),
+    /// This request holds the key's lock (`owner`): execute, then save the response.
+    StartProcessing { owner: String },
+}
+
+/// Looks the key up, then takes its lock, waiting up to [`WAIT_FOR_OWNER`] for another
+/// request holding it to finish and leave its response.
+async fn next_action(
+    kv: &settle_shared::ports::kv::KeyValueStore,
+    record_key: &str,
+    lock_key: &str,
+) -> Result<NextAction, ApiError> {
+    let unavailable = |e: settle_shared::ports::kv::KvError| {
+        tracing::warn!(error = %e, "idempotency store unavailable; failing closed");
+        ApiError::Unavailable("the idempotency store (Redis)")
+    };
+    if let Some(stored) = kv.get(record_key).await.map_err(unavailable)? {
+        return Ok(NextAction::ReturnSavedResponse(stored));
+    }
+    let owner = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + WAIT_FOR_OWNER;
+    while !kv.set_if_absent(lock_key, owner.as_bytes(), LOCK_TTL).await.map_err(unavailable)? {
+        // Someone else holds the key: wait for their response to replay it.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Some(stored) = kv.get(record_key).await.map_err(unavailable)? {
+            return Ok(NextAction::ReturnSavedResponse(stored));
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::IdempotencyKeyInUse);
+        }
+    }
+    // Between our first look and taking the lock, the previous owner may have finished.
+    if let Some(stored) = kv.get(record_key).await.map_err(unavailable)? {
+        kv.delete_if_equals(lock_key, owner.as_bytes()).await.ok();
+        return Ok(NextAction::ReturnSavedResponse(stored));
+    }
+    Ok(NextAction::StartProcessing { owner })
+}
+
+/// Runs `execute` at most once per (merchant or subject, key).
 async fn run<F, Fut>(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    body: &[u8],
+    request: &Idempotent,
     execute: F,
 ) -> Result<Response, ApiError>
 where
@@ -123,36 +189,12 @@ where
     let hashed = hex::encode(Sha256::digest(format!("{scope}\0{key}").as_bytes()));
     let record_key = format!("{}idem:{hashed}", state.config.redis_prefix);
     let lock_key = format!("{}idem-lock:{hashed}", state.config.redis_prefix);
-    let fp = fingerprint(state.fingerprint_key.expose().as_bytes(), method, path, body);
+    let fp = fingerprint(state.fingerprint_key.expose().as_bytes(), &request.method, &request.path, &request.body);
     let kv = &state.backends.kv;
-    let unavailable = |e: settle_shared::ports::kv::KvError| {
-        tracing::warn!(error = %e, "idempotency store unavailable; failing closed");
-        ApiError::Unavailable("the idempotency store (Redis)")
+    let owner = match next_action(kv, &record_key, &lock_key).await? {
+        NextAction::ReturnSavedResponse(stored) => return replay(state, &stored, &fp, &key),
+        NextAction::StartProcessing { owner } => owner,
     };
-
-    if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-        return replay(state, &stored, &fp, &key);
-    }
-    let owner = uuid::Uuid::new_v4().to_string();
-    let deadline = Instant::now() + WAIT_FOR_OWNER;
-    loop {
-        if kv.set_if_absent(&lock_key, owner.as_bytes(), LOCK_TTL).await.map_err(unavailable)? {
-            break;
-        }
-        // Someone else holds the key: wait for their response to replay it.
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-            return replay(state, &stored, &fp, &key);
-        }
-        if Instant::now() >= deadline {
-            return Err(ApiError::IdempotencyKeyInUse);
-        }
-    }
-    // Between our first look and taking the lock, the previous owner may have finished.
-    if let Some(stored) = kv.get(&record_key).await.map_err(unavailable)? {
-        kv.delete_if_equals(&lock_key, owner.as_bytes()).await.ok();
-        return replay(state, &stored, &fp, &key);
-    }
 
     let response = match execute(key).await {
         Ok(r) => r,

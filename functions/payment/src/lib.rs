@@ -5,6 +5,7 @@
 #![recursion_limit = "512"]
 
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -47,20 +48,28 @@ pub use state::{AppParts, AppState, Auth, HEALTH_CACHE};
 /// Matching does not depend on the order: `/v1/payments/{id}/3ds` still wins over
 /// `/v1/payments/{id}/{action}` because a static segment beats a parameter.
 pub fn router(state: AppState) -> Router {
+    // The POSTs that move money or create an object run at most once per key.
+    let idempotent = middleware::from_fn_with_state(state.clone(), idempotency::idempotent);
     Router::new()
-        .route("/v1/tokens", post(tokens::create_token))
-        .route("/v1/payments", post(payments::create_payment).get(payments::list_payments))
+        .route("/v1/tokens", post(tokens::create_token.layer(idempotent.clone())))
+        .route("/v1/payments", post(payments::create_payment.layer(idempotent.clone())).get(payments::list_payments))
         .route("/v1/payments/{id}", get(payments::get_payment))
-        .route("/v1/payments/{id}/refunds", post(refunds::create_refund).get(refunds::list_refunds))
+        .route(
+            "/v1/payments/{id}/refunds",
+            post(refunds::create_refund.layer(idempotent.clone())).get(refunds::list_refunds),
+        )
         .route("/v1/payments/{id}/refunds/{refund_id}", get(refunds::get_refund))
-        .route("/v1/payments/{id}/{action}", post(payments::payment_action))
+        .route("/v1/payments/{id}/{action}", post(payments::payment_action.layer(idempotent.clone())))
         .route("/v1/admin/revocations", post(admin::revoke))
-        .route("/v1/webhook_endpoints", post(webhook_endpoints::create).get(webhook_endpoints::list))
+        .route(
+            "/v1/webhook_endpoints",
+            post(webhook_endpoints::create.layer(idempotent.clone())).get(webhook_endpoints::list),
+        )
         .route(
             "/v1/webhook_endpoints/{id}",
             get(webhook_endpoints::get).patch(webhook_endpoints::update).delete(webhook_endpoints::delete),
         )
-        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhook_endpoints::rotate_secret))
+        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhook_endpoints::rotate_secret.layer(idempotent)))
         .route("/v1/webhook_endpoints/{id}/attempts", get(webhook_endpoints::endpoint_attempts))
         .route("/v1/webhook_endpoints/{id}/resend", post(webhook_endpoints::resend))
         .route("/v1/webhook_endpoints/{id}/recover", post(webhook_endpoints::recover))

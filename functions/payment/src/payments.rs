@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
-use crate::idempotency;
+use crate::idempotency::IdempotencyKey;
 use crate::input::{base_url, int_param, parse_payment_id, query_params, Input};
 use crate::outbox::{self, Origin};
 use crate::request_ids::origin;
@@ -15,7 +15,7 @@ use crate::store::{
 };
 use crate::views::{view, view_json, PaymentView};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -78,103 +78,95 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
 pub async fn create_payment(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    method: Method,
     headers: HeaderMap,
+    Extension(IdempotencyKey(key)): Extension<IdempotencyKey>,
     input: Input,
-) -> Response {
-    let raw = input.raw.clone();
-    idempotency::once(&state, &caller, &headers, &method, "/v1/payments", &raw, |key| {
-        let (state, caller, headers) = (&state, &caller, &headers);
-        async move {
-            let merchant = caller.merchant()?.to_string();
-            let req: CreatePayment = input.parse()?;
-            let amount = Amount::new(req.amount).map_err(|e| ApiError::field("amount", e.to_string()))?;
-            let currency: Currency = req
-                .currency
-                .parse()
-                .map_err(|e: settle_shared::domain::money::MoneyError| ApiError::field("currency", e.to_string()))?;
-            if let Some(d) = &req.description {
-                if d.chars().count() > 1000 || d.chars().any(char::is_control) {
-                    return Err(ApiError::field("description", "at most 1000 printable characters"));
-                }
-            }
-            check_metadata(&req.metadata)?;
-            let token_id = settle_shared::domain::ids::TokenId::parse(&req.token)
-                .map_err(|e| ApiError::field("token", e.to_string()))?;
-            let token: TokenRecord = load(state, TOKENS, token_id.as_str())
-                .await?
-                .filter(|t: &TokenRecord| t.merchant_id == merchant)
-                .ok_or_else(|| ApiError::field("token", "no such token"))?;
-            let now = now_ms();
-            let mut record = PaymentRecord {
-                id: PaymentId::generate().to_string(),
-                merchant_id: merchant,
-                amount: amount.minor_units(),
-                currency: currency.code().to_string(),
-                capture_method: req.capture_method,
-                status: PaymentStatus::RequiresConfirmation,
-                description: req.description,
-                metadata: req.metadata,
-                token_id: token.id,
-                card: token.card,
-                profile: token.profile,
-                amount_captured: 0,
-                amount_refunded: 0,
-                failure_code: None,
-                challenge: None,
-                challenge_base: None,
-                created: now,
-                updated: now,
-                version: 1,
-                idempotency_hash: Some(store::idempotency_hash(&merchant_id_of(caller)?, &key)),
-            };
-            let origin = origin(headers, Some(key));
-            let mut events = Vec::new();
-            if req.confirm {
-                let facts = facts(&record);
-                let t = transition(&facts, Action::Confirm).map_err(state_error(record.status))?;
-                apply(&mut record, &t, &base_url(headers));
-                if let Some(event_type) = t.event {
-                    events.push(outbox::event(
-                        event_type,
-                        &record.merchant_id,
-                        &record.id,
-                        record.version,
-                        view_json(&record),
-                        &origin,
-                    ));
-                }
-            }
-            let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
-            writes.extend(events.iter().map(outbox::write));
-            match insert_retrying_conflicts(state, writes).await {
-                Ok(()) => {}
-                Err(StoreError::Duplicate { .. }) => {
-                    // An earlier execution with this key committed (its answer was lost):
-                    // that payment is the answer, not a second one.
-                    let hash = record.idempotency_hash.clone().unwrap_or_default();
-                    let existing: PaymentRecord = store::created_by(state, PAYMENTS, &record.merchant_id, &hash)
-                        .await?
-                        .ok_or(ApiError::Conflict("a request with this Idempotency-Key is finishing; retry"))?;
-                    let location = format!("/v1/payments/{}", existing.id);
-                    return Ok(
-                        (StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&existing))).into_response()
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            }
-            state.outbox.publish_committed(state, &events).await;
-            cache_payment(state, &record).await;
-            crate::metrics::count(
-                "Payments",
-                &[("Outcome", record.status.as_str()), ("Currency", &record.currency)],
-                &[("payment_id", serde_json::json!(record.id))],
-            );
-            let location = format!("/v1/payments/{}", record.id);
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
+) -> Result<Response, ApiError> {
+    let (state, caller, headers) = (&state, &caller, &headers);
+    let merchant = caller.merchant()?.to_string();
+    let req: CreatePayment = input.parse()?;
+    let amount = Amount::new(req.amount).map_err(|e| ApiError::field("amount", e.to_string()))?;
+    let currency: Currency = req
+        .currency
+        .parse()
+        .map_err(|e: settle_shared::domain::money::MoneyError| ApiError::field("currency", e.to_string()))?;
+    if let Some(d) = &req.description {
+        if d.chars().count() > 1000 || d.chars().any(char::is_control) {
+            return Err(ApiError::field("description", "at most 1000 printable characters"));
         }
-    })
-    .await
+    }
+    check_metadata(&req.metadata)?;
+    let token_id =
+        settle_shared::domain::ids::TokenId::parse(&req.token).map_err(|e| ApiError::field("token", e.to_string()))?;
+    let token: TokenRecord = load(state, TOKENS, token_id.as_str())
+        .await?
+        .filter(|t: &TokenRecord| t.merchant_id == merchant)
+        .ok_or_else(|| ApiError::field("token", "no such token"))?;
+    let now = now_ms();
+    let mut record = PaymentRecord {
+        id: PaymentId::generate().to_string(),
+        merchant_id: merchant,
+        amount: amount.minor_units(),
+        currency: currency.code().to_string(),
+        capture_method: req.capture_method,
+        status: PaymentStatus::RequiresConfirmation,
+        description: req.description,
+        metadata: req.metadata,
+        token_id: token.id,
+        card: token.card,
+        profile: token.profile,
+        amount_captured: 0,
+        amount_refunded: 0,
+        failure_code: None,
+        challenge: None,
+        challenge_base: None,
+        created: now,
+        updated: now,
+        version: 1,
+        idempotency_hash: Some(store::idempotency_hash(&merchant_id_of(caller)?, &key)),
+    };
+    let origin = origin(headers, Some(key));
+    let mut events = Vec::new();
+    if req.confirm {
+        let facts = facts(&record);
+        let t = transition(&facts, Action::Confirm).map_err(state_error(record.status))?;
+        apply(&mut record, &t, &base_url(headers));
+        if let Some(event_type) = t.event {
+            events.push(outbox::event(
+                event_type,
+                &record.merchant_id,
+                &record.id,
+                record.version,
+                view_json(&record),
+                &origin,
+            ));
+        }
+    }
+    let mut writes = vec![Write::Insert { collection: PAYMENTS.into(), doc: to_doc(&record)? }];
+    writes.extend(events.iter().map(outbox::write));
+    match insert_retrying_conflicts(state, writes).await {
+        Ok(()) => {}
+        Err(StoreError::Duplicate { .. }) => {
+            // An earlier execution with this key committed (its answer was lost):
+            // that payment is the answer, not a second one.
+            let hash = record.idempotency_hash.clone().unwrap_or_default();
+            let existing: PaymentRecord = store::created_by(state, PAYMENTS, &record.merchant_id, &hash)
+                .await?
+                .ok_or(ApiError::Conflict("a request with this Idempotency-Key is finishing; retry"))?;
+            let location = format!("/v1/payments/{}", existing.id);
+            return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&existing))).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.outbox.publish_committed(state, &events).await;
+    cache_payment(state, &record).await;
+    crate::metrics::count(
+        "Payments",
+        &[("Outcome", record.status.as_str()), ("Currency", &record.currency)],
+        &[("payment_id", serde_json::json!(record.id))],
+    );
+    let location = format!("/v1/payments/{}", record.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
 }
 
 /// Commits a new payment's transaction, again after a write conflict. A brand-new payment
@@ -295,44 +287,31 @@ pub async fn payment_action(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((id, verb)): Path<(String, String)>,
-    method: Method,
     headers: HeaderMap,
+    Extension(IdempotencyKey(key)): Extension<IdempotencyKey>,
     input: Input,
-) -> Response {
-    let path = format!("/v1/payments/{id}/{verb}");
-    let raw = input.raw.clone();
-    idempotency::once(&state, &caller, &headers, &method, &path, &raw, |key| {
-        let (state, caller, headers) = (&state, &caller, &headers);
-        async move {
-            let merchant = caller.merchant()?.to_string();
-            let id = parse_payment_id(&id)?;
-            // The capture amount defaults to what was authorised, read inside `act`.
-            let requested_capture = match verb.as_str() {
-                "confirm" | "cancel" => {
-                    input.parse::<EmptyBody>()?;
-                    None
-                }
-                "capture" => input.parse::<CapturePayment>()?.amount_to_capture,
-                _ => return Err(ApiError::NotFound("action")),
-            };
-            let action = |current: &PaymentRecord| match verb.as_str() {
-                "confirm" => Action::Confirm,
-                "cancel" => Action::Cancel,
-                _ => Action::Capture { amount: requested_capture.unwrap_or(current.amount) },
-            };
-            let record = act(
-                state,
-                id.as_str(),
-                Actor::Merchant(&merchant),
-                action,
-                &origin(headers, Some(key)),
-                &base_url(headers),
-            )
-            .await?;
-            Ok(Json(view(&record)).into_response())
+) -> Result<Response, ApiError> {
+    let (state, caller, headers) = (&state, &caller, &headers);
+    let merchant = caller.merchant()?.to_string();
+    let id = parse_payment_id(&id)?;
+    // The capture amount defaults to what was authorised, read inside `act`.
+    let requested_capture = match verb.as_str() {
+        "confirm" | "cancel" => {
+            input.parse::<EmptyBody>()?;
+            None
         }
-    })
-    .await
+        "capture" => input.parse::<CapturePayment>()?.amount_to_capture,
+        _ => return Err(ApiError::NotFound("action")),
+    };
+    let action = |current: &PaymentRecord| match verb.as_str() {
+        "confirm" => Action::Confirm,
+        "cancel" => Action::Cancel,
+        _ => Action::Capture { amount: requested_capture.unwrap_or(current.amount) },
+    };
+    let record =
+        act(state, id.as_str(), Actor::Merchant(&merchant), action, &origin(headers, Some(key)), &base_url(headers))
+            .await?;
+    Ok(Json(view(&record)).into_response())
 }
 
 pub async fn get_payment(

@@ -4,12 +4,11 @@
 
 use crate::error::ApiError;
 use crate::guard::Caller;
-use crate::idempotency;
 use crate::input::Input;
 use crate::state::AppState;
 use crate::store::{now_ms, to_doc, CardSummary, TokenRecord, TOKENS};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hmac::{Hmac, Mac};
@@ -69,46 +68,38 @@ impl From<&TokenRecord> for TokenView {
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    method: Method,
-    headers: HeaderMap,
     input: Input,
-) -> Response {
-    let body = input.raw.clone();
-    idempotency::once(&state, &caller, &headers, &method, "/v1/tokens", &body, |_key| {
-        let (state, caller) = (&state, &caller);
-        async move {
-            let merchant = caller.merchant()?.to_string();
-            let card: CreateToken = input.parse()?;
-            let number = CardNumber::parse(&card.number).map_err(|e| ApiError::field(e.field(), e.to_string()))?;
-            let today = chrono::Utc::now().date_naive();
-            check_expiry_and_cvc(number.brand(), card.exp_month, card.exp_year, &card.cvc, today)
-                .map_err(|e| ApiError::field(e.field(), e.to_string()))?;
-            let holder_name = match card.holder_name.map(|n| n.trim().to_string()) {
-                Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
-                    return Err(ApiError::field("holder_name", "at most 200 printable characters"))
-                }
-                Some(n) if n.is_empty() => None,
-                other => other,
-            };
-            let record = TokenRecord {
-                id: TokenId::generate().to_string(),
-                merchant_id: merchant,
-                card: CardSummary {
-                    brand: number.brand(),
-                    last4: number.last4().to_string(),
-                    exp_month: card.exp_month,
-                    exp_year: card.exp_year,
-                    fingerprint: fingerprint(state.fingerprint_key.expose(), &number),
-                },
-                holder_name,
-                profile: number.gateway_profile(),
-                created: now_ms(),
-            };
-            state.backends.documents.insert(TOKENS, to_doc(&record)?).await?;
-            Ok((StatusCode::CREATED, Json(TokenView::from(&record))).into_response())
+) -> Result<Response, ApiError> {
+    let (state, caller) = (&state, &caller);
+    let merchant = caller.merchant()?.to_string();
+    let card: CreateToken = input.parse()?;
+    let number = CardNumber::parse(&card.number).map_err(|e| ApiError::field(e.field(), e.to_string()))?;
+    let today = chrono::Utc::now().date_naive();
+    check_expiry_and_cvc(number.brand(), card.exp_month, card.exp_year, &card.cvc, today)
+        .map_err(|e| ApiError::field(e.field(), e.to_string()))?;
+    let holder_name = match card.holder_name.map(|n| n.trim().to_string()) {
+        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
+            return Err(ApiError::field("holder_name", "at most 200 printable characters"))
         }
-    })
-    .await
+        Some(n) if n.is_empty() => None,
+        other => other,
+    };
+    let record = TokenRecord {
+        id: TokenId::generate().to_string(),
+        merchant_id: merchant,
+        card: CardSummary {
+            brand: number.brand(),
+            last4: number.last4().to_string(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            fingerprint: fingerprint(state.fingerprint_key.expose(), &number),
+        },
+        holder_name,
+        profile: number.gateway_profile(),
+        created: now_ms(),
+    };
+    state.backends.documents.insert(TOKENS, to_doc(&record)?).await?;
+    Ok((StatusCode::CREATED, Json(TokenView::from(&record))).into_response())
 }
 
 /// A keyed hash of the number: equal for the same card, useless without the key.

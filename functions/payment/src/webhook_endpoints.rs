@@ -5,12 +5,11 @@
 
 use crate::error::ApiError;
 use crate::guard::{require_admin, Caller};
-use crate::idempotency;
 use crate::input::{int_param, query_params, Input};
 use crate::state::AppState;
 use crate::store::{from_doc, now_ms, to_doc};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -160,46 +159,38 @@ fn checked_description(d: Option<String>) -> Result<Option<String>, ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    method: Method,
-    headers: HeaderMap,
     input: Input,
-) -> Response {
-    let raw = input.raw.clone();
-    idempotency::once(&state, &caller, &headers, &method, "/v1/webhook_endpoints", &raw, |_key| {
-        let (state, caller) = (&state, &caller);
-        async move {
-            let req: CreateEndpoint = input.parse()?;
-            let merchant = match (manager_scope(state, caller)?, req.merchant_id) {
-                (Some(own), None) => own.to_string(),
-                // A merchant may name itself; naming another merchant needs the admin role.
-                (Some(own), Some(m)) if m == own.as_str() => own.to_string(),
-                (Some(_), Some(_)) => return Err(ApiError::Forbidden(Role::Admin)),
-                (None, Some(m)) => {
-                    MerchantId::parse(&m).map_err(|e| ApiError::field("merchant_id", e.to_string()))?.to_string()
-                }
-                (None, None) => return Err(ApiError::field("merchant_id", "is required for admins")),
-            };
-            let url = checked_url(state, &req.url).await?;
-            let secret = generate_secret();
-            let now = now_ms();
-            let record = EndpointRecord {
-                id: EndpointId::generate().to_string(),
-                merchant_id: merchant,
-                url,
-                event_types: checked_types(&req.event_types)?,
-                description: checked_description(req.description)?,
-                enabled: req.enabled,
-                disabled_reason: None,
-                secrets: vec![StoredSecret { sealed: state.secret_box.seal(&secret), created: now, expires_at: None }],
-                failing_since: None,
-                created: now,
-                updated: now,
-            };
-            state.backends.documents.insert(ENDPOINTS, to_doc(&record)?).await?;
-            Ok((StatusCode::CREATED, Json(view(&record, Some(secret)))).into_response())
+) -> Result<Response, ApiError> {
+    let (state, caller) = (&state, &caller);
+    let req: CreateEndpoint = input.parse()?;
+    let merchant = match (manager_scope(state, caller)?, req.merchant_id) {
+        (Some(own), None) => own.to_string(),
+        // A merchant may name itself; naming another merchant needs the admin role.
+        (Some(own), Some(m)) if m == own.as_str() => own.to_string(),
+        (Some(_), Some(_)) => return Err(ApiError::Forbidden(Role::Admin)),
+        (None, Some(m)) => {
+            MerchantId::parse(&m).map_err(|e| ApiError::field("merchant_id", e.to_string()))?.to_string()
         }
-    })
-    .await
+        (None, None) => return Err(ApiError::field("merchant_id", "is required for admins")),
+    };
+    let url = checked_url(state, &req.url).await?;
+    let secret = generate_secret();
+    let now = now_ms();
+    let record = EndpointRecord {
+        id: EndpointId::generate().to_string(),
+        merchant_id: merchant,
+        url,
+        event_types: checked_types(&req.event_types)?,
+        description: checked_description(req.description)?,
+        enabled: req.enabled,
+        disabled_reason: None,
+        secrets: vec![StoredSecret { sealed: state.secret_box.seal(&secret), created: now, expires_at: None }],
+        failing_since: None,
+        created: now,
+        updated: now,
+    };
+    state.backends.documents.insert(ENDPOINTS, to_doc(&record)?).await?;
+    Ok((StatusCode::CREATED, Json(view(&record, Some(secret)))).into_response())
 }
 
 pub async fn list(
@@ -305,46 +296,30 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
     input: Input,
-) -> Response {
-    let path = format!("/v1/webhook_endpoints/{id}/rotate_secret");
-    let raw = input.raw.clone();
-    idempotency::once(&state, &caller, &headers, &method, &path, &raw, |_key| {
-        let (state, caller) = (&state, &caller);
-        async move {
-            input.parse::<crate::payments::EmptyBody>()?;
-            let mut record = load_managed(state, caller, &id).await?;
-            let now = now_ms();
-            let secret = generate_secret();
-            for old in record.secrets.iter_mut() {
-                let cutoff = now + ROTATION_OVERLAP_SECS * 1000;
-                old.expires_at = Some(old.expires_at.map_or(cutoff, |t| t.min(cutoff)));
-            }
-            record.secrets.retain(|s| s.expires_at.is_none_or(|t| t > now));
-            record
-                .secrets
-                .insert(0, StoredSecret { sealed: state.secret_box.seal(&secret), created: now, expires_at: None });
-            let seen = record.updated;
-            let set = json!({"secrets": record.secrets, "updated": now.max(seen + 1)});
-            let applied = state
-                .backends
-                .documents
-                .update(
-                    ENDPOINTS,
-                    &record.id,
-                    vec![Cond::eq("updated", seen)],
-                    set.as_object().cloned().unwrap_or_default(),
-                )
-                .await?;
-            if !applied {
-                return Err(ApiError::Conflict("the endpoint changed or was deleted meanwhile; rotate again"));
-            }
-            Ok(Json(view(&record, Some(secret))).into_response())
-        }
-    })
-    .await
+) -> Result<Response, ApiError> {
+    let (state, caller) = (&state, &caller);
+    input.parse::<crate::payments::EmptyBody>()?;
+    let mut record = load_managed(state, caller, &id).await?;
+    let now = now_ms();
+    let secret = generate_secret();
+    for old in record.secrets.iter_mut() {
+        let cutoff = now + ROTATION_OVERLAP_SECS * 1000;
+        old.expires_at = Some(old.expires_at.map_or(cutoff, |t| t.min(cutoff)));
+    }
+    record.secrets.retain(|s| s.expires_at.is_none_or(|t| t > now));
+    record.secrets.insert(0, StoredSecret { sealed: state.secret_box.seal(&secret), created: now, expires_at: None });
+    let seen = record.updated;
+    let set = json!({"secrets": record.secrets, "updated": now.max(seen + 1)});
+    let applied = state
+        .backends
+        .documents
+        .update(ENDPOINTS, &record.id, vec![Cond::eq("updated", seen)], set.as_object().cloned().unwrap_or_default())
+        .await?;
+    if !applied {
+        return Err(ApiError::Conflict("the endpoint changed or was deleted meanwhile; rotate again"));
+    }
+    Ok(Json(view(&record, Some(secret))).into_response())
 }
 
 /// The attempt log matching every condition, newest first.
