@@ -1,7 +1,8 @@
 //! `sam local invoke` without Docker: the `--env-vars` file `settle sam-env` writes,
-//! resolved against template.yaml by the SAM CLI's own code, is the whole environment
-//! each function gets here under the Lambda runtime emulator (as in SAM's container, on
-//! the host's network), and the samples do their work in it.
+//! resolved against template.yaml by the SAM CLI's own code, is the environment each
+//! function gets here under the Lambda runtime emulator (as in SAM's container, on the
+//! host's network; only the names of the test's own database, queues and Redis prefix are
+//! put in), and the samples do their work in it.
 
 use crate::events::{api_response, invoke, sample, World};
 use crate::stack::unique;
