@@ -28,6 +28,37 @@ pub fn indexes() -> Vec<crate::ports::documents::IndexSpec> {
     ]
 }
 
+/// Where a delivery stands, as stored in `webhook_deliveries.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Recorded; its attempt is in flight, or was cut short before it could be recorded.
+    Pending,
+    Delivered,
+    /// Failed; the next attempt is on the retry queue.
+    Retrying,
+    /// Dead-lettered: the schedule is spent, or the endpoint failed for too long.
+    Dead,
+    /// The endpoint answered 410 Gone and was disabled.
+    Gone,
+    /// Not attempted: the endpoint was deleted or disabled.
+    Skipped,
+}
+
+impl DeliveryStatus {
+    /// The stored spelling, for queries on the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Gone => "gone",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+}
+
 /// How long a rotated-out secret keeps signing.
 pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
 
@@ -259,6 +290,14 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_status_is_stored_as_its_query_spelling() {
+        use DeliveryStatus::*;
+        for status in [Pending, Delivered, Retrying, Dead, Gone, Skipped] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
 
     #[test]
     fn sealed_secrets_open_only_with_their_master_key() {

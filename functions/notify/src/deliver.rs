@@ -85,6 +85,17 @@ impl AttemptResult {
     pub fn gone(&self) -> bool {
         self.status == Some(410)
     }
+
+    /// An attempt that was never sent, for `error`.
+    pub fn refused(error: String) -> Self {
+        AttemptResult {
+            status: None,
+            duration: Duration::ZERO,
+            excerpt: String::new(),
+            error: Some(error),
+            retry_after: None,
+        }
+    }
 }
 
 /// One signed POST, in a client span naming the receiver's host.
@@ -153,13 +164,7 @@ async fn send(request: reqwest::RequestBuilder) -> AttemptResult {
             } else {
                 "request failed"
             };
-            AttemptResult {
-                status: None,
-                duration: start.elapsed(),
-                excerpt: String::new(),
-                error: Some(kind.to_string()),
-                retry_after: None,
-            }
+            AttemptResult { duration: start.elapsed(), ..AttemptResult::refused(kind.to_string()) }
         }
     }
 }

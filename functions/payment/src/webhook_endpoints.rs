@@ -20,7 +20,7 @@ use settle_shared::domain::ids::{EndpointId, EventId, MerchantId};
 use settle_shared::ports::documents::{Cond, Op, Order, Query};
 use settle_shared::webhook_signature::generate_secret;
 use settle_shared::webhooks::{
-    check_url, delivery_id, EndpointRecord, RetryMessage, StoredSecret, ATTEMPTS, DELIVERIES, ENDPOINTS,
+    check_url, delivery_id, DeliveryStatus, EndpointRecord, RetryMessage, StoredSecret, ATTEMPTS, DELIVERIES, ENDPOINTS,
     ROTATION_OVERLAP_SECS,
 };
 use std::time::Duration;
@@ -419,7 +419,7 @@ pub async fn recover(
     let query = Query::new()
         .filter(Cond::eq("endpoint_id", record.id.as_str()))
         .filter(Cond::new("created", Op::Gte, req.since * 1000))
-        .filter(Cond::new("status", Op::Ne, "delivered"))
+        .filter(Cond::new("status", Op::Ne, DeliveryStatus::Delivered.as_str()))
         .sort("created", Order::Asc)
         .limit(1000);
     let failed = state.backends.documents.find(DELIVERIES, &query).await?;
