@@ -6,6 +6,7 @@
 
 use anyhow::Context;
 use serde_json::Value;
+use settle_shared::config::vars;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -228,11 +229,10 @@ pub async fn invoke_sample(function: &str, text: &str) -> anyhow::Result<String>
 /// missing, as `settle up --real` does: in AWS the template creates them.
 async fn ensure_local_resources(env: &[(String, String)]) -> anyhow::Result<()> {
     let value = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let config =
-        settle_shared::config::loopback_config(&[("SETTLE_BUCKET", value("SETTLE_BUCKET").unwrap_or_default())])?;
+    let config = settle_shared::config::loopback_config(&[(vars::BUCKET, value(vars::BUCKET).unwrap_or_default())])?;
     let backends = settle_shared::Backends::connect(&config).await?;
     backends.objects.ensure_bucket().await?;
-    if let (Some(url), Some(sdk)) = (value("SETTLE_RETRY_QUEUE_URL"), &backends.sdk) {
+    if let (Some(url), Some(sdk)) = (value(vars::RETRY_QUEUE_URL), &backends.sdk) {
         let name = url.rsplit('/').next().unwrap_or_default();
         settle_shared::ports::delay_queue::SqsQueue::ensure(sdk, name).await?;
     }

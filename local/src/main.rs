@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use settle_local::{LocalStack, StackOptions};
+use settle_shared::config::vars;
 use settle_shared::config::{Backend, Sources};
 use std::path::PathBuf;
 
@@ -265,7 +266,7 @@ fn main() {
             })
         }
     };
-    let real = real || std::env::var("SETTLE_BACKEND").is_ok_and(|b| b == "real");
+    let real = real || std::env::var(vars::BACKEND).is_ok_and(|b| b == "real");
     if real {
         default_to_local_services();
     }
@@ -307,7 +308,7 @@ async fn up(real: bool, watch: PathBuf) -> anyhow::Result<()> {
     let sources = Sources { env: &env, secrets: None };
     let mut config = settle_shared::Config::load(&sources, backend)?;
     config.backend = backend;
-    if std::env::var_os("SETTLE_WEBHOOK_ALLOW_PRIVATE").is_none() {
+    if std::env::var_os(vars::WEBHOOK_ALLOW_PRIVATE).is_none() {
         // Locally, merchants' receivers are on this machine, over http.
         config.webhooks.allow_private = true;
     }

@@ -5,6 +5,7 @@
 //! file, under `sam local invoke`.
 
 use crate::dev_keys;
+use settle_shared::config::vars;
 use settle_shared::config::LOOPBACK_SERVICES;
 
 /// Replaces each `${NAME}` given in `values`; fails naming any placeholder left over.
@@ -35,14 +36,14 @@ pub fn local_lambda_vars() -> Vec<(String, String)> {
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("AWS_REGION", "us-east-1"),
-            ("SETTLE_JWT_ALGORITHM", "ES256"),
-            ("SETTLE_JWT_KEY", dev_keys::DEV_PUBLIC_KEY),
-            ("SETTLE_CARD_FINGERPRINT_KEY", dev_keys::DEV_FINGERPRINT_KEY),
-            ("SETTLE_WEBHOOK_MASTER_KEY", dev_keys::DEV_WEBHOOK_MASTER_KEY),
-            ("SETTLE_GATEWAY_WEBHOOK_SECRET", dev_keys::DEV_GATEWAY_WEBHOOK_SECRET),
-            ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true"),
+            (vars::JWT_ALGORITHM, "ES256"),
+            (vars::JWT_KEY, dev_keys::DEV_PUBLIC_KEY),
+            (vars::CARD_FINGERPRINT_KEY, dev_keys::DEV_FINGERPRINT_KEY),
+            (vars::WEBHOOK_MASTER_KEY, dev_keys::DEV_WEBHOOK_MASTER_KEY),
+            (vars::GATEWAY_WEBHOOK_SECRET, dev_keys::DEV_GATEWAY_WEBHOOK_SECRET),
+            (vars::WEBHOOK_ALLOW_PRIVATE, "true"),
             // The retry queue `settle up --real` creates in the emulator (moto's account id).
-            ("SETTLE_RETRY_QUEUE_URL", "http://127.0.0.1:4566/123456789012/settle-webhook-retries"),
+            (vars::RETRY_QUEUE_URL, "http://127.0.0.1:4566/123456789012/settle-webhook-retries"),
         ]
         .iter()
         .map(|(name, value)| (name.to_string(), value.trim_end().to_string())),
@@ -65,35 +66,30 @@ pub const SAM_FUNCTIONS: &[(&str, &[&str])] = &[
     (
         "PaymentFunction",
         &[
-            "SETTLE_JWT_KEY",
-            "SETTLE_JWT_ALGORITHM",
-            "SETTLE_CARD_FINGERPRINT_KEY",
-            "SETTLE_WEBHOOK_MASTER_KEY",
-            "SETTLE_GATEWAY_WEBHOOK_SECRET",
-            "SETTLE_RETRY_QUEUE_URL",
+            vars::JWT_KEY,
+            vars::JWT_ALGORITHM,
+            vars::CARD_FINGERPRINT_KEY,
+            vars::WEBHOOK_MASTER_KEY,
+            vars::GATEWAY_WEBHOOK_SECRET,
+            vars::RETRY_QUEUE_URL,
         ],
     ),
-    ("NotifyFunction", &["SETTLE_WEBHOOK_MASTER_KEY", "SETTLE_RETRY_QUEUE_URL", "SETTLE_WEBHOOK_ALLOW_PRIVATE"]),
-    ("CsvIngestFunction", &["SETTLE_BUCKET"]),
+    ("NotifyFunction", &[vars::WEBHOOK_MASTER_KEY, vars::RETRY_QUEUE_URL, vars::WEBHOOK_ALLOW_PRIVATE]),
+    ("CsvIngestFunction", &[vars::BUCKET]),
 ];
 
 /// Set for every function of [`SAM_FUNCTIONS`]: the services, no Secrets Manager (the
 /// values are given directly), and the AWS emulator under Settle's own name for it.
-const SAM_COMMON: &[&str] = &[
-    "SETTLE_MONGODB_URI",
-    "SETTLE_REDIS_URL",
-    "SETTLE_AMQP_URL",
-    "SETTLE_SECRET_ID",
-    settle_shared::aws::AWS_ENDPOINT_VAR,
-];
+const SAM_COMMON: &[&str] =
+    &[vars::MONGODB_URI, vars::REDIS_URL, vars::AMQP_URL, vars::SECRET_ID, settle_shared::aws::AWS_ENDPOINT_VAR];
 
 /// The `--env-vars` file for `sam local invoke` (`settle sam-env`): per function, the
 /// values it needs of those `settle invoke` runs with ([`crate::emulator::invoke_env`]),
 /// for a container on the host's network (`--docker-network host`).
 pub fn sam_env_file() -> serde_json::Value {
     let mut values: std::collections::BTreeMap<String, String> = crate::emulator::invoke_env().into_iter().collect();
-    values.insert("SETTLE_SECRET_ID".into(), String::new());
-    values.entry("SETTLE_BUCKET".into()).or_insert_with(|| "settle-settlements".into());
+    values.insert(vars::SECRET_ID.into(), String::new());
+    values.entry(vars::BUCKET.into()).or_insert_with(|| "settle-settlements".into());
     let emulator = values.get("AWS_ENDPOINT_URL").cloned().unwrap_or_default();
     values.insert(settle_shared::aws::AWS_ENDPOINT_VAR.into(), emulator);
     let functions = SAM_FUNCTIONS.iter().map(|(function, own)| {

@@ -133,14 +133,14 @@ impl JwtVerifier {
         audience: &str,
         max_lifetime: Duration,
     ) -> Result<JwtVerifier, KeyError> {
-        let invalid = |reason: String| KeyError { name: "SETTLE_JWT_KEY", reason };
+        let invalid = |reason: String| KeyError { name: crate::config::vars::JWT_KEY, reason };
         let alg = match algorithm {
             "RS256" => Algorithm::RS256,
             "ES256" => Algorithm::ES256,
             "HS256" => Algorithm::HS256,
             other => {
                 return Err(KeyError {
-                    name: "SETTLE_JWT_ALGORITHM",
+                    name: crate::config::vars::JWT_ALGORITHM,
                     reason: format!("expected RS256, ES256 or HS256, got '{other}'"),
                 })
             }

@@ -46,7 +46,7 @@ fn https_client() -> SharedHttpClient {
 }
 
 /// An AWS API endpoint for every client (an emulator's); unset or empty: AWS's own.
-pub const AWS_ENDPOINT_VAR: &str = "SETTLE_AWS_ENDPOINT_URL";
+pub const AWS_ENDPOINT_VAR: &str = crate::config::vars::AWS_ENDPOINT_URL;
 
 /// Loads the SDK configuration from the environment (region, credentials, and
 /// `AWS_ENDPOINT_URL` or `SETTLE_AWS_ENDPOINT_URL` for the local emulator). With `timeout`,

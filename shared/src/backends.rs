@@ -65,9 +65,9 @@ impl Backends {
         let required = |value: &Option<Secret>, name: &str| {
             value.clone().with_context(|| format!("configuration: {name} is required but not set"))
         };
-        let mongodb_uri = required(&config.mongodb_uri, "SETTLE_MONGODB_URI")?;
-        let redis_url = required(&config.redis_url, "SETTLE_REDIS_URL")?;
-        let amqp_url = required(&config.amqp_url, "SETTLE_AMQP_URL")?;
+        let mongodb_uri = required(&config.mongodb_uri, crate::config::vars::MONGODB_URI)?;
+        let redis_url = required(&config.redis_url, crate::config::vars::REDIS_URL)?;
+        let amqp_url = required(&config.amqp_url, crate::config::vars::AMQP_URL)?;
         let timeout = config.dependency_timeout;
 
         let documents = MongoDocuments::connect(
@@ -77,8 +77,9 @@ impl Backends {
             timeout,
         )
         .await
-        .context("SETTLE_MONGODB_URI")?;
-        let kv = RedisKv::new(redis_url.expose(), extra_ca.as_deref(), timeout).context("SETTLE_REDIS_URL")?;
+        .context(crate::config::vars::MONGODB_URI)?;
+        let kv =
+            RedisKv::new(redis_url.expose(), extra_ca.as_deref(), timeout).context(crate::config::vars::REDIS_URL)?;
         let bus = RabbitBus::new(amqp_url.expose(), extra_ca.as_deref(), timeout);
 
         let sdk = crate::aws::load_sdk_config(Some(timeout)).await;

@@ -3,7 +3,7 @@
 use aws_lambda_events::event::s3::S3Event;
 use lambda_runtime::{service_fn, LambdaEvent};
 use settle_csv_ingest::Ingestor;
-use settle_shared::config::{self, Backend};
+use settle_shared::config::{self, Backend, Function};
 use settle_shared::first_invocation::FirstInvocation;
 
 // One thread: Lambda gives a process one invocation at a time, and the work is waiting on
@@ -12,7 +12,7 @@ use settle_shared::first_invocation::FirstInvocation;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     settle_shared::telemetry::init();
-    let config = config::from_process_env(Backend::Real).await?;
+    let config = config::from_process_env(Backend::Real, Function::CsvIngest).await?;
     let backends = settle_shared::Backends::connect(&config).await?;
     let ingestor = Ingestor::new(backends);
     // Idempotent, and a no-op but for a new deployment: beside the first invocation rather

@@ -4,7 +4,7 @@
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use settle_notify::Notifier;
-use settle_shared::config::{self, Backend};
+use settle_shared::config::{self, Backend, Function};
 
 // One thread: Lambda gives a process one invocation at a time, and the work is waiting on
 // the network (csv-ingest parses on a blocking thread of its own). A multi-threaded
@@ -12,7 +12,7 @@ use settle_shared::config::{self, Backend};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     settle_shared::telemetry::init();
-    let config = config::from_process_env(Backend::Real).await?;
+    let config = config::from_process_env(Backend::Real, Function::Notify).await?;
     let notifier = Notifier::new(&config, settle_shared::Backends::connect(&config).await?)?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let notifier = notifier.clone();

@@ -10,7 +10,7 @@ use crate::{deliver, FUNCTION};
 use aws_lambda_events::event::rabbitmq::{RabbitMqEvent, RabbitMqMessage};
 use futures_util::future::join_all;
 use serde_json::json;
-use settle_shared::config::WebhookSettings;
+use settle_shared::config::{vars, ConfigError, WebhookSettings};
 use settle_shared::domain::event::CloudEvent;
 use settle_shared::ports::delay_queue::{DelayQueue, SqsQueue};
 use settle_shared::ports::documents::{Cond, Query, StoreError};
@@ -41,14 +41,9 @@ pub struct Notifier {
 impl Notifier {
     /// Needs `SETTLE_WEBHOOK_MASTER_KEY` and a retry queue (`SETTLE_RETRY_QUEUE_URL`).
     pub fn new(config: &Config, backends: Backends) -> anyhow::Result<Self> {
-        let master = config
-            .webhook_master_key
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("configuration: SETTLE_WEBHOOK_MASTER_KEY is required but not set"))?;
-        let retry_queue = backends
-            .retry_queue
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("configuration: SETTLE_RETRY_QUEUE_URL is required but not set"))?;
+        let missing = |name| ConfigError::Missing { name };
+        let master = config.webhook_master_key.clone().ok_or_else(|| missing(vars::WEBHOOK_MASTER_KEY))?;
+        let retry_queue = backends.retry_queue.clone().ok_or_else(|| missing(vars::RETRY_QUEUE_URL))?;
         let dead_letter_queue = match (&config.webhooks.dlq_url, &backends.sdk) {
             (Some(url), Some(sdk)) => Some(DelayQueue::Sqs(SqsQueue::new(sdk, url))),
             _ => None,

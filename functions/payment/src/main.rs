@@ -1,7 +1,7 @@
 //! Lambda entry point of the Payment API: wires config and clients, then serves the router.
 
 use settle_payment::{router, AppState};
-use settle_shared::config::{self, Backend};
+use settle_shared::config::{self, Backend, Function};
 use settle_shared::first_invocation::FirstInvocation;
 use tower::ServiceExt;
 
@@ -11,7 +11,7 @@ use tower::ServiceExt;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     settle_shared::telemetry::init();
-    let config = config::from_process_env(Backend::Real).await?;
+    let config = config::from_process_env(Backend::Real, Function::Payment).await?;
     let backends = settle_shared::Backends::connect(&config).await?;
     let state = AppState::new(config, backends)?;
     // Declaring indexes and the exchange is idempotent and, but for a brand-new deployment,

@@ -3,6 +3,7 @@
 
 use crate::{outbox, store};
 use settle_shared::auth::{JwtVerifier, KeyError, Revocations};
+use settle_shared::config::vars;
 use settle_shared::redact::Secret;
 use settle_shared::{Backends, Config};
 use std::sync::Arc;
@@ -59,20 +60,19 @@ impl AppState {
     /// Fails, naming the setting, when the JWT or signing keys are missing or unusable.
     pub fn new(config: Config, backends: Backends) -> Result<Self, KeyError> {
         let missing = |name: &'static str| KeyError { name, reason: "is required but not set".into() };
-        let algorithm = config.jwt_algorithm.clone().ok_or_else(|| missing("SETTLE_JWT_ALGORITHM"))?;
-        let key = config.jwt_key.clone().ok_or_else(|| missing("SETTLE_JWT_KEY"))?;
+        let algorithm = config.jwt_algorithm.clone().ok_or_else(|| missing(vars::JWT_ALGORITHM))?;
+        let key = config.jwt_key.clone().ok_or_else(|| missing(vars::JWT_KEY))?;
         let verifier =
             JwtVerifier::new(&algorithm, &key, &config.jwt_issuer, &config.jwt_audience, config.jwt_max_lifetime)?;
         let revocations = Revocations::new(backends.kv.clone(), &config.redis_prefix, config.jwt_max_lifetime);
-        let fingerprint_key =
-            config.card_fingerprint_key.clone().ok_or_else(|| missing("SETTLE_CARD_FINGERPRINT_KEY"))?;
+        let fingerprint_key = config.card_fingerprint_key.clone().ok_or_else(|| missing(vars::CARD_FINGERPRINT_KEY))?;
         let gateway_secret =
-            config.gateway_webhook_secret.clone().ok_or_else(|| missing("SETTLE_GATEWAY_WEBHOOK_SECRET"))?;
-        let master = config.webhook_master_key.clone().ok_or_else(|| missing("SETTLE_WEBHOOK_MASTER_KEY"))?;
+            config.gateway_webhook_secret.clone().ok_or_else(|| missing(vars::GATEWAY_WEBHOOK_SECRET))?;
+        let master = config.webhook_master_key.clone().ok_or_else(|| missing(vars::WEBHOOK_MASTER_KEY))?;
         for (name, secret) in [
-            ("SETTLE_CARD_FINGERPRINT_KEY", &fingerprint_key),
-            ("SETTLE_GATEWAY_WEBHOOK_SECRET", &gateway_secret),
-            ("SETTLE_WEBHOOK_MASTER_KEY", &master),
+            (vars::CARD_FINGERPRINT_KEY, &fingerprint_key),
+            (vars::GATEWAY_WEBHOOK_SECRET, &gateway_secret),
+            (vars::WEBHOOK_MASTER_KEY, &master),
         ] {
             if secret.expose().len() < 32 {
                 return Err(KeyError { name, reason: "must be at least 32 characters".into() });
@@ -139,7 +139,7 @@ impl AppState {
     /// made at start-up is refused, naming it, and the one in force stays.
     pub fn refresh_secrets(&self, values: &settle_shared::ports::secrets::SecretValues) {
         let config = &self.config;
-        if let (Some(key), Some(algorithm)) = (values.get("SETTLE_JWT_KEY"), &config.jwt_algorithm) {
+        if let (Some(key), Some(algorithm)) = (values.get(vars::JWT_KEY), &config.jwt_algorithm) {
             let key = Secret::new(key.trim());
             match JwtVerifier::new(algorithm, &key, &config.jwt_issuer, &config.jwt_audience, config.jwt_max_lifetime) {
                 Ok(verifier) => {
@@ -150,7 +150,7 @@ impl AppState {
                 Err(e) => tracing::error!(error = %e, "re-read JWT key refused; the keys in force stay"),
             }
         }
-        if let Some(secret) = values.get("SETTLE_GATEWAY_WEBHOOK_SECRET").map(|v| v.trim()) {
+        if let Some(secret) = values.get(vars::GATEWAY_WEBHOOK_SECRET).map(|v| v.trim()) {
             if secret.len() >= 32 {
                 *self.gateway_secret.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Secret::new(secret));
             } else {

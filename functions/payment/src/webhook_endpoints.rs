@@ -20,8 +20,8 @@ use settle_shared::domain::ids::{EndpointId, EventId, MerchantId};
 use settle_shared::ports::documents::{Cond, Op, Order, Query};
 use settle_shared::webhook_signature::generate_secret;
 use settle_shared::webhooks::{
-    check_url, delivery_id, DeliveryStatus, EndpointRecord, RetryMessage, StoredSecret, ATTEMPTS, DELIVERIES, ENDPOINTS,
-    ROTATION_OVERLAP_SECS,
+    check_url, delivery_id, DeliveryStatus, EndpointRecord, RetryMessage, StoredSecret, ATTEMPTS, DELIVERIES,
+    ENDPOINTS, ROTATION_OVERLAP_SECS,
 };
 use std::time::Duration;
 

@@ -13,24 +13,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+pub use settle_test_support::unique;
 
 /// A configuration on loopback services (the environment's URLs win over the defaults),
 /// with names no other test uses, then `overrides`.
 pub fn config(backend: Backend, overrides: &[(&str, String)]) -> Config {
-    let mut vars: Vec<(&str, String)> = vec![
-        ("SETTLE_HTTP_ADDR", "127.0.0.1:0".to_string()),
-        ("SETTLE_MONGODB_DATABASE", unique("stack")),
-        ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
-        ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
-        ("SETTLE_BUCKET", unique("it-bucket")),
-    ];
-    vars.extend(overrides.iter().cloned());
-    let mut config = settle_shared::config::loopback_config(&vars).unwrap();
-    config.backend = backend;
-    config
+    settle_test_support::config("stack", backend, overrides)
 }
 
 fn options() -> StackOptions {

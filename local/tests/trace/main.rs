@@ -17,9 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+use settle_test_support::unique;
 
 /// A webhook request the receiver got: headers and body.
 type Received = (HeaderMap, Vec<u8>);
@@ -119,17 +117,9 @@ async fn one_payment_is_one_connected_trace_from_the_request_to_the_webhook_retr
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
 
-    let vars: Vec<(&str, String)> = vec![
-        ("SETTLE_HTTP_ADDR", "127.0.0.1:0".into()),
-        ("SETTLE_MONGODB_DATABASE", unique("trace")),
-        ("SETTLE_EVENTS_EXCHANGE", unique("trace.events")),
-        ("SETTLE_NOTIFY_QUEUE", unique("trace.notify")),
-        ("SETTLE_BUCKET", unique("trace-bucket")),
-        ("SETTLE_WEBHOOK_RETRY_SCHEDULE", "1s".into()),
-        ("SETTLE_WEBHOOK_TIMEOUT_MS", "2000".into()),
-    ];
-    let mut cfg = settle_shared::config::loopback_config(&vars).unwrap();
-    cfg.backend = Backend::Real;
+    let vars: Vec<(&str, String)> =
+        vec![("SETTLE_WEBHOOK_RETRY_SCHEDULE", "1s".into()), ("SETTLE_WEBHOOK_TIMEOUT_MS", "2000".into())];
+    let mut cfg = settle_test_support::config("trace", Backend::Real, &vars);
     cfg.webhooks.allow_private = true;
     let stack = LocalStack::start(
         cfg.clone(),

@@ -21,10 +21,7 @@ pub fn amqp_url() -> String {
     env_or("SETTLE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 }
 
-/// A name no other test (or earlier run) uses.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+pub use settle_test_support::unique;
 
 /// The AWS SDK configuration for the emulator (the environment, with `.cargo/config.toml`
 /// supplying loopback defaults).

@@ -1,7 +1,7 @@
 //! The ingest of one settlement file: the object body streamed (gunzipped on the fly)
 //! through the `csv` crate on a blocking thread, rows validated and reconciled in
 //! batches against the payments in MongoDB, results and aggregates written so that a
-//! rerun converges on one clean run, rejects reported as CSV next to the file, and the
+//! rerun converges on one clean run, rejects reported as CSV under `settlements/rejects/`, and the
 //! outcome published as CloudEvents.
 //!
 //! Idempotency: a ledger keyed by bucket + key + ETag makes a redelivered event a no-op

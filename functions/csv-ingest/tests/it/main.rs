@@ -11,18 +11,10 @@ use settle_shared::Backends;
 use std::io::Write;
 use std::time::Duration;
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+use settle_test_support::unique;
 
 async fn backends() -> Backends {
-    let config = settle_shared::config::loopback_config(&[
-        ("SETTLE_MONGODB_DATABASE", unique("ingest")),
-        ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
-        ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
-        ("SETTLE_BUCKET", unique("it-bucket")),
-    ])
-    .unwrap();
+    let config = settle_test_support::config("ingest", settle_shared::config::Backend::Real, &[]);
     let backends = Backends::connect(&config).await.unwrap();
     if let ObjectStore::S3(s3) = &backends.objects {
         s3.ensure_bucket().await.unwrap();

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 pub(crate) const MASTER: &str = "notify-test-webhook-master-key-0123456789";
 
-pub(crate) fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+use settle_shared::config::Backend;
+pub(crate) use settle_test_support::unique;
 
 /// A receiver: `/ok`, `/fail` (500), `/gone` (410), `/hang` (sleeps past the timeout),
 /// `/flaky/{n}` (500 for the first n requests, then 200). Every request is recorded.
@@ -108,17 +107,17 @@ impl Harness {
     pub(crate) async fn undeclared() -> Harness {
         let sdk = settle_shared::aws::load_sdk_config(None).await;
         let queue = SqsQueue::ensure(&sdk, &unique("it-retries")).await.expect("SQS emulator (scripts/services)");
-        let config = settle_shared::config::loopback_config(&[
-            ("SETTLE_MONGODB_DATABASE", unique("notify")),
-            ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
-            ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
-            ("SETTLE_RETRY_QUEUE_URL", queue.url().to_string()),
-            ("SETTLE_WEBHOOK_MASTER_KEY", MASTER.to_string()),
-            ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true".into()),
-            ("SETTLE_WEBHOOK_RETRY_SCHEDULE", "1s,1s,1s".into()),
-            ("SETTLE_WEBHOOK_TIMEOUT_MS", "1500".into()),
-        ])
-        .unwrap();
+        let config = settle_test_support::config(
+            "notify",
+            Backend::Real,
+            &[
+                ("SETTLE_RETRY_QUEUE_URL", queue.url().to_string()),
+                ("SETTLE_WEBHOOK_MASTER_KEY", MASTER.to_string()),
+                ("SETTLE_WEBHOOK_ALLOW_PRIVATE", "true".into()),
+                ("SETTLE_WEBHOOK_RETRY_SCHEDULE", "1s,1s,1s".into()),
+                ("SETTLE_WEBHOOK_TIMEOUT_MS", "1500".into()),
+            ],
+        );
         let backends = Backends::connect(&config).await.unwrap();
         // The notifier itself has no bucket; a workspace build links S3 into its backends,
         // whose health check then asks for the configured one.

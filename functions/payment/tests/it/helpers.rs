@@ -23,9 +23,7 @@ pub const AUDIENCE: &str = "settle-api-test";
 /// reading, so nobody else needs RabbitMQ while it is down.
 pub static BROKER: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
 
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
+pub use settle_test_support::unique;
 
 pub struct TestApp {
     pub router: Router,
@@ -34,10 +32,6 @@ pub struct TestApp {
 
 pub fn config(overrides: &[(&str, String)]) -> Config {
     let mut vars: Vec<(&str, String)> = vec![
-        ("SETTLE_MONGODB_DATABASE", unique("pay")),
-        ("SETTLE_EVENTS_EXCHANGE", unique("it.events")),
-        ("SETTLE_NOTIFY_QUEUE", unique("it.notify")),
-        ("SETTLE_REDIS_PREFIX", format!("{}:", unique("it"))),
         ("SETTLE_JWT_ALGORITHM", "HS256".into()),
         ("SETTLE_JWT_KEY", SECRET.into()),
         ("SETTLE_JWT_ISSUER", ISSUER.into()),
@@ -49,7 +43,7 @@ pub fn config(overrides: &[(&str, String)]) -> Config {
         ("SETTLE_DEPENDENCY_TIMEOUT_MS", "1500".into()),
     ];
     vars.extend(overrides.iter().cloned());
-    settle_shared::config::loopback_config(&vars).unwrap()
+    settle_test_support::config("pay", settle_shared::config::Backend::Real, &vars)
 }
 
 impl TestApp {
