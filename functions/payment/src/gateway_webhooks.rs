@@ -6,11 +6,9 @@
 //! Each gateway event id is processed once.
 
 use crate::error::ApiError;
-use crate::outbox::{self, Origin};
-use crate::refunds::refund_event_data;
+use crate::outbox::Origin;
+use crate::service::gateway_events::{apply_refund_result, Received, RefundResult};
 use crate::state::AppState;
-use crate::store::{cache_payment, load, now_ms, PaymentRecord, RefundRecord, GATEWAY_EVENTS, PAYMENTS, REFUNDS};
-use crate::views::view_json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Response};
@@ -18,8 +16,7 @@ use axum::Json;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use settle_shared::domain::payment::{FailureCode, RefundStatus};
-use settle_shared::ports::documents::{Cond, StoreError, Write};
+use settle_shared::domain::payment::RefundStatus;
 use sha2::Sha256;
 
 pub const TIMESTAMP: HeaderName = HeaderName::from_static("settle-gateway-timestamp");
@@ -98,72 +95,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let refund_id = settle_shared::domain::ids::RefundId::parse(&event.data.refund)
         .map_err(|e| ApiError::field("data.refund", e.to_string()))?;
     let origin = Origin { correlation_id: Some(event.id.clone()), ..crate::request_ids::origin(&headers, None) };
-
-    for attempt in 0..50u32 {
-        if state.backends.documents.get(GATEWAY_EVENTS, &event.id).await?.is_some() {
-            return Ok(Json(serde_json::json!({"received": true, "duplicate": true})).into_response());
-        }
-        let refund: RefundRecord = load(&state, REFUNDS, refund_id.as_str())
-            .await?
-            .ok_or_else(|| ApiError::field("data.refund", "no such refund"))?;
-        let payment: PaymentRecord =
-            load(&state, PAYMENTS, &refund.payment_id).await?.ok_or(ApiError::NotFound("payment"))?;
-        if refund.status != RefundStatus::Pending {
-            return Err(ApiError::InvalidState {
-                detail: format!("refund is already {:?}", refund.status).to_lowercase(),
-                current: payment.status,
-            });
-        }
-        let now = now_ms();
-        let mut next_refund = refund.clone();
-        next_refund.status = outcome;
-        next_refund.updated = now;
-        let mut next_payment = payment.clone();
-        next_payment.version += 1;
-        next_payment.updated = now;
-        if outcome == RefundStatus::Failed {
-            next_refund.failure_code = Some(FailureCode::RefundFailed);
-            // The money was never returned: it is refundable again.
-            next_payment.amount_refunded -= refund.amount;
-        }
-        let event_type = if outcome == RefundStatus::Failed { "refund.failed" } else { "refund.succeeded" };
-        let mut data = refund_event_data(&next_refund);
-        data["payment_data"] = view_json(&next_payment);
-        let events =
-            vec![outbox::event(event_type, &refund.merchant_id, &refund.id, next_payment.version, data, &origin)];
-        let refund_set =
-            serde_json::json!({"status": outcome, "failure_code": next_refund.failure_code, "updated": now});
-        let payment_set = serde_json::json!({
-            "amount_refunded": next_payment.amount_refunded, "version": next_payment.version, "updated": now
-        });
-        let received = serde_json::json!({"_id": event.id, "type": event.kind, "refund": refund.id, "received": now});
-        let mut writes = vec![
-            Write::Insert { collection: GATEWAY_EVENTS.into(), doc: received.as_object().cloned().unwrap_or_default() },
-            Write::Update {
-                collection: REFUNDS.into(),
-                id: refund.id.clone(),
-                conds: vec![Cond::eq("status", "pending")],
-                set: refund_set.as_object().cloned().unwrap_or_default(),
-            },
-            Write::Update {
-                collection: PAYMENTS.into(),
-                id: payment.id.clone(),
-                conds: vec![Cond::eq("version", payment.version)],
-                set: payment_set.as_object().cloned().unwrap_or_default(),
-            },
-        ];
-        writes.extend(events.iter().map(outbox::write));
-        match state.backends.documents.transaction(writes).await {
-            Ok(()) => {
-                state.outbox.publish_committed(&state, &events).await;
-                cache_payment(&state, &next_payment).await;
-                return Ok(Json(serde_json::json!({"received": true, "duplicate": false})).into_response());
-            }
-            Err(StoreError::Conflict(_)) | Err(StoreError::Duplicate { .. }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt % 8) * 3)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::Unavailable("MongoDB (too much contention on this refund)"))
+    let result = RefundResult { event_id: event.id, kind: event.kind, refund: refund_id, outcome };
+    let duplicate = apply_refund_result(&state, &result, &origin).await? == Received::Duplicate;
+    Ok(Json(serde_json::json!({"received": true, "duplicate": duplicate})).into_response())
 }

@@ -3,10 +3,9 @@
 
 use crate::error::ApiError;
 use crate::input::{base_url, parse_payment_id, query_params};
-use crate::payments::{act, Actor};
 use crate::request_ids::origin;
+use crate::service::payments::{act, Actor};
 use crate::state::AppState;
-use crate::store::{load, PaymentRecord, PAYMENTS};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -41,7 +40,7 @@ pub async fn challenge_page(
 ) -> Result<Response, ApiError> {
     let id = parse_payment_id(&id)?;
     let secret = challenge_param(raw.as_deref())?;
-    let p: PaymentRecord = load(&state, PAYMENTS, id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
+    let p = state.payments().get(id.as_str()).await?.ok_or(ApiError::NotFound("payment"))?;
     let valid = p.challenge.as_deref().is_some_and(|c| bool::from(c.as_bytes().ct_eq(secret.as_bytes())));
     if !valid || p.status != PaymentStatus::RequiresAction {
         return Err(ApiError::NotFound("challenge"));

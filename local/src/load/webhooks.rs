@@ -2,8 +2,8 @@
 //! types payments cause, and afterwards every event delivered, signed, and published.
 
 use super::client::Shared;
+use super::delivered_types;
 use super::events::Seen;
-use super::DELIVERED_TYPES;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -29,7 +29,7 @@ pub(super) async fn start_receiver(shared: &Shared) -> anyhow::Result<Receiver> 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook = format!("http://{}/hook", listener.local_addr()?);
     let key = uuid::Uuid::new_v4().to_string();
-    let body = json!({"url": hook, "event_types": DELIVERED_TYPES, "description": "settle load"});
+    let body = json!({"url": hook, "event_types": delivered_types(), "description": "settle load"});
     let created =
         shared.call("POST /v1/webhook_endpoints", Method::POST, "/v1/webhook_endpoints", Some(&key), Some(&body)).await;
     let secret = created.json["secret"]
@@ -86,7 +86,8 @@ impl Receiver {
         for d in delivered.iter().filter(|d| !d.signature_ok) {
             violations.push(format!("webhook {} failed its signature check", d.id));
         }
-        for s in seen.iter().filter(|s| DELIVERED_TYPES.contains(&s.event_type.as_str()) && ids.contains(&s.id)) {
+        let taken = delivered_types();
+        for s in seen.iter().filter(|s| taken.contains(&s.event_type.as_str()) && ids.contains(&s.id)) {
             if !by_id.contains(&s.id) {
                 violations.push(format!("event {} ({}) never reached the webhook", s.id, s.event_type));
             }
