@@ -7,6 +7,7 @@
 
 use crate::error::ApiError;
 use crate::outbox::Origin;
+use crate::request_ids::RequestIds;
 use crate::service::gateway_events::{apply_refund_result, Received, RefundResult};
 use crate::state::AppState;
 use axum::extract::State;
@@ -77,7 +78,12 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Resu
     }
 }
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ids: RequestIds,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if body.len() > crate::input::BODY_LIMIT {
         return Err(ApiError::PayloadTooLarge { limit: crate::input::BODY_LIMIT });
     }
@@ -94,7 +100,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     };
     let refund_id = settle_shared::domain::ids::RefundId::parse(&event.data.refund)
         .map_err(|e| ApiError::field("data.refund", e.to_string()))?;
-    let origin = Origin { correlation_id: Some(event.id.clone()), ..crate::request_ids::origin(&headers, None) };
+    let origin = Origin { correlation_id: Some(event.id.clone()), ..ids.origin(None) };
     let result = RefundResult { event_id: event.id, kind: event.kind, refund: refund_id, outcome };
     let duplicate = apply_refund_result(&state, &result, &origin).await? == Received::Duplicate;
     Ok(Json(serde_json::json!({"received": true, "duplicate": duplicate})).into_response())

@@ -7,7 +7,7 @@ use crate::guard::Caller;
 use crate::idempotency::IdempotencyKey;
 use crate::input::{base_url, int_param, parse_payment_id, query_params, Input};
 use crate::repo::PaymentFilter;
-use crate::request_ids::origin;
+use crate::request_ids::RequestIds;
 use crate::service::payments::{self as service, Actor, NewPayment};
 use crate::state::AppState;
 use crate::store::{self, PaymentRecord};
@@ -103,12 +103,13 @@ pub async fn create_payment(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    ids: RequestIds,
     Extension(IdempotencyKey(key)): Extension<IdempotencyKey>,
     input: Input,
 ) -> Result<Response, ApiError> {
     let merchant = caller.merchant()?;
     let command = input.parse::<CreatePayment>()?.into_command(merchant, key.clone())?;
-    let record = service::create(&state, command, &origin(&headers, Some(key)), &base_url(&headers)).await?;
+    let record = service::create(&state, command, &ids.origin(Some(key)), &base_url(&headers)).await?;
     Ok(created(&record))
 }
 
@@ -124,13 +125,14 @@ pub async fn payment_action(
     Extension(caller): Extension<Caller>,
     Path((id, verb)): Path<(String, String)>,
     headers: HeaderMap,
+    ids: RequestIds,
     Extension(IdempotencyKey(key)): Extension<IdempotencyKey>,
     input: Input,
 ) -> Result<Response, ApiError> {
     let merchant = caller.merchant()?;
     let id = parse_payment_id(&id)?;
     let action = requested_action(&verb, &input)?;
-    let (origin, base) = (origin(&headers, Some(key)), base_url(&headers));
+    let (origin, base) = (ids.origin(Some(key)), base_url(&headers));
     let record = service::act(&state, id.as_str(), Actor::Merchant(merchant.as_str()), action, &origin, &base).await?;
     Ok(Json(view(&record)).into_response())
 }

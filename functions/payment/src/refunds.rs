@@ -6,12 +6,12 @@ use crate::error::ApiError;
 use crate::guard::Caller;
 use crate::idempotency::IdempotencyKey;
 use crate::input::{parse_payment_id, Input};
-use crate::request_ids::origin;
+use crate::request_ids::RequestIds;
 use crate::service::refunds::{self as service, NewRefund};
 use crate::state::AppState;
 use crate::store::{PaymentRecord, RefundRecord};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -82,14 +82,14 @@ pub async fn create_refund(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    ids: RequestIds,
     Extension(IdempotencyKey(key)): Extension<IdempotencyKey>,
     input: Input,
 ) -> Result<Response, ApiError> {
     let merchant = caller.merchant()?;
     let payment = parse_payment_id(&id)?;
     let command = input.parse::<CreateRefund>()?.into_command(merchant, payment, key.clone())?;
-    let record = service::create(&state, command, &origin(&headers, Some(key))).await?;
+    let record = service::create(&state, command, &ids.origin(Some(key))).await?;
     let location = format!("/v1/payments/{}/refunds/{}", record.payment_id, record.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view(&record))).into_response())
 }

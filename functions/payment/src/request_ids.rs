@@ -1,11 +1,13 @@
-//! The request and correlation ids every response carries, and the middleware that opens
-//! each request's invocation span with them.
+//! The request and correlation ids every response carries, the middleware that opens
+//! each request's invocation span with them, and [`RequestIds`], the one way they reach
+//! the handlers (a request extension; the request's headers are left as they came).
 
 use crate::idempotency;
 use crate::metrics::METRICS_FUNCTION;
 use crate::outbox::Origin;
 use crate::state::AppState;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,8 +21,7 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Runs the request in an invocation span (function, request id, cold start, correlation
 /// id, Idempotency-Key) and returns both ids to the caller, so a client's bug report can
-/// name them. The ids are also set on the request, validated, for the handlers that put
-/// them on events. With tracing on, the span is the trace's server span (continuing the
+/// name them. The handlers that put them on events get them as [`RequestIds`]. With tracing on, the span is the trace's server span (continuing the
 /// caller's `traceparent` or X-Ray's trace) and the request's spans are exported before
 /// the response leaves: Lambda may freeze the instance right after.
 pub async fn trace_request(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -31,11 +32,9 @@ pub async fn trace_request(State(state): State<AppState>, mut request: Request, 
         .or_else(|| header_id(request.headers(), &REQUEST_ID))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let correlation_id = header_id(request.headers(), &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-    for (name, value) in [(REQUEST_ID, &request_id), (CORRELATION_ID, &correlation_id)] {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            request.headers_mut().insert(name, v);
-        }
-    }
+    request
+        .extensions_mut()
+        .insert(RequestIds { request_id: Some(request_id.clone()), correlation_id: Some(correlation_id.clone()) });
     let cold_start = telemetry::cold_start(METRICS_FUNCTION);
     let span = telemetry::invocation_span(&state.config.function_name, &request_id, &correlation_id, cold_start);
     if let Ok(key) = idempotency::key_of(request.headers()) {
@@ -80,9 +79,27 @@ fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     ok.then(|| value.to_string())
 }
 
-/// The ids an outbox event records about the request that caused it.
-pub fn origin(headers: &HeaderMap, idempotency_key: Option<String>) -> Origin {
-    // Both ids were validated and set on the request by the tracing middleware.
-    let id = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_string);
-    Origin { request_id: id(&REQUEST_ID), correlation_id: id(&CORRELATION_ID), idempotency_key }
+/// The request's ids as [`trace_request`] accepted them (a caller's own only if short
+/// and made of safe characters), for the events the request causes.
+#[derive(Debug, Clone, Default)]
+pub struct RequestIds {
+    pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl RequestIds {
+    /// The ids an outbox event records about the request that caused it.
+    pub fn origin(&self, idempotency_key: Option<String>) -> Origin {
+        Origin { request_id: self.request_id.clone(), correlation_id: self.correlation_id.clone(), idempotency_key }
+    }
+}
+
+/// Never refused: outside [`trace_request`] (a router built without it, in tests) the
+/// ids are absent.
+impl<S: Send + Sync> FromRequestParts<S> for RequestIds {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RequestIds>().cloned().unwrap_or_default())
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::input::{base_url, parse_payment_id, query_params};
-use crate::request_ids::origin;
+use crate::request_ids::RequestIds;
 use crate::service::payments::{act, Actor};
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
@@ -68,6 +68,7 @@ pub async fn challenge_answer(
     Path((id, answer)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    ids: RequestIds,
 ) -> Result<Response, ApiError> {
     let id = parse_payment_id(&id)?;
     let secret = challenge_param(raw.as_deref())?;
@@ -77,8 +78,7 @@ pub async fn challenge_answer(
         _ => return Err(ApiError::NotFound("action")),
     };
     let p =
-        act(&state, id.as_str(), Actor::Challenge(&secret), |_| action, &origin(&headers, None), &base_url(&headers))
-            .await?;
+        act(&state, id.as_str(), Actor::Challenge(&secret), |_| action, &ids.origin(None), &base_url(&headers)).await?;
     let outcome = match (p.status, p.failure_code) {
         (PaymentStatus::Failed, Some(code)) => {
             format!("Payment failed ({}).", serde_json::to_value(code).unwrap_or_default().as_str().unwrap_or("failed"))
