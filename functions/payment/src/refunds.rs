@@ -9,14 +9,14 @@ use crate::input::{parse_payment_id, Input};
 use crate::request_ids::RequestIds;
 use crate::service::refunds::{self as service, NewRefund};
 use crate::state::AppState;
-use crate::store::{PaymentRecord, RefundRecord};
+use crate::store::PaymentRecord;
+use crate::views::refund_view as view;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use settle_shared::domain::ids::{MerchantId, PaymentId, RefundId};
-use settle_shared::domain::payment::{FailureCode, RefundStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,39 +26,6 @@ pub struct CreateRefund {
     amount: Option<i64>,
     #[serde(default)]
     reason: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RefundView {
-    pub id: String,
-    pub object: &'static str,
-    pub payment: String,
-    pub amount: i64,
-    pub currency: String,
-    pub status: RefundStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_code: Option<FailureCode>,
-    pub created: i64,
-}
-
-pub fn view(r: &RefundRecord) -> RefundView {
-    RefundView {
-        id: r.id.clone(),
-        object: "refund",
-        payment: r.payment_id.clone(),
-        amount: r.amount,
-        currency: r.currency.clone(),
-        status: r.status,
-        reason: r.reason.clone(),
-        failure_code: r.failure_code,
-        created: r.created / 1000,
-    }
-}
-
-pub fn refund_event_data(r: &RefundRecord) -> serde_json::Value {
-    serde_json::to_value(view(r)).unwrap_or_default()
 }
 
 impl CreateRefund {

@@ -1,8 +1,9 @@
-//! What the API answers about a payment: its JSON view, built from the stored record.
+//! What the API answers about a payment or a refund: their JSON views, built from the
+//! stored records.
 
-use crate::store::PaymentRecord;
+use crate::store::{PaymentRecord, RefundRecord};
 use serde::Serialize;
-use settle_shared::domain::payment::{CaptureMethod, FailureCode, PaymentStatus};
+use settle_shared::domain::payment::{CaptureMethod, FailureCode, PaymentStatus, RefundStatus};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Serialize)]
@@ -90,4 +91,39 @@ pub fn view(p: &PaymentRecord) -> PaymentView {
 
 pub fn view_json(p: &PaymentRecord) -> serde_json::Value {
     serde_json::to_value(view(p)).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefundView {
+    pub id: String,
+    pub object: &'static str,
+    pub payment: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: RefundStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_code: Option<FailureCode>,
+    pub created: i64,
+}
+
+/// A refund as the API shows it.
+pub fn refund_view(r: &RefundRecord) -> RefundView {
+    RefundView {
+        id: r.id.clone(),
+        object: "refund",
+        payment: r.payment_id.clone(),
+        amount: r.amount,
+        currency: r.currency.clone(),
+        status: r.status,
+        reason: r.reason.clone(),
+        failure_code: r.failure_code,
+        created: r.created / 1000,
+    }
+}
+
+/// A refund's view as event data.
+pub fn refund_event_data(r: &RefundRecord) -> serde_json::Value {
+    serde_json::to_value(refund_view(r)).unwrap_or_default()
 }

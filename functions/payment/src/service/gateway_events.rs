@@ -5,9 +5,9 @@
 use super::{race_pause, RACE_RETRIES};
 use crate::error::ApiError;
 use crate::outbox::{self, Origin};
-use crate::refunds::refund_event_data;
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::views::refund_event_data;
 use crate::views::view_json;
 use settle_shared::domain::ids::RefundId;
 use settle_shared::domain::payment::{FailureCode, RefundStatus};

@@ -6,9 +6,9 @@
 use super::{race_pause, RACE_RETRIES};
 use crate::error::ApiError;
 use crate::outbox::{self, Origin};
-use crate::refunds::refund_event_data;
 use crate::state::AppState;
 use crate::store::{idempotency_hash, now_ms, PaymentRecord, RefundRecord};
+use crate::views::refund_event_data;
 use crate::views::view_json;
 use settle_shared::domain::ids::{MerchantId, PaymentId, RefundId};
 use settle_shared::domain::payment::{refund, RefundError, RefundStatus};
